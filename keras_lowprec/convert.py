@@ -1,0 +1,1 @@
+def quantize_model(*a, **k): raise NotImplementedError

@@ -1,0 +1,467 @@
+"""Weight-rounding methods of Ott et al. (2016), "Recurrent Neural Networks With
+Limited Numerical Precision", as Keras 3 objects.
+
+Every quantizer maps full-precision master weights ``W`` to a small set of levels
+``Q(W)`` and passes the gradient straight through:
+
+* ``quantizer(w, training=True)`` returns ``w + stop_gradient(Q(w) - w)``: the
+  forward value is ``Q(w)``, the gradient with respect to ``w`` is the identity.
+  Stochastic quantizers draw fresh randomness here, from the ``seed`` generator.
+* ``quantizer(w, training=False)`` returns the **deterministic** rounding ``Q(w)``
+  itself, also for a stochastic quantizer (inference and export use it).
+
+Scales follow the Glorot bound of the weight's gate matrix,
+``G = sqrt(6 / (fan_in + units))``. A layer passes ``glorot_bound`` for each of its
+weights (one gate of a GRU/LSTM kernel at a time); called on its own, a quantizer
+derives it from a 2-D tensor's shape (``fan_in`` = rows, ``units`` = columns).
+An explicit scale argument always wins.
+
+Non-finite master weights are never turned into numbers: ``NaN`` and ``inf`` come
+out as ``NaN`` so that an exporter can refuse them. Finite input never gives ``NaN``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = [
+    "Quantizer",
+    "Binary",
+    "Ternary",
+    "Pow2Ternary",
+    "Exponential",
+    "glorot_bound",
+    "get",
+    "serialize",
+    "deserialize",
+    "ALIASES",
+]
+
+_PACKAGE = "keras_lowprec"
+
+
+def glorot_bound(fan_in: int, units: int) -> float:
+    """Glorot-uniform bound ``sqrt(6 / (fan_in + units))`` of one gate matrix."""
+    if fan_in <= 0 or units <= 0:
+        raise ValueError(
+            f"glorot_bound needs positive fan_in and units, got fan_in={fan_in}, units={units}."
+        )
+    return math.sqrt(6.0 / (fan_in + units))
+
+
+def _bound_from_shape(shape: tuple, name: str) -> float:
+    if len(shape) != 2 or shape[0] is None or shape[1] is None:
+        raise ValueError(
+            f"{name}: cannot derive the Glorot bound of a tensor of shape {tuple(shape)}; "
+            "pass `glorot_bound=` when calling it, or give the quantizer an explicit scale."
+        )
+    return glorot_bound(int(shape[0]), int(shape[1]))
+
+
+def _straight_through(w, q, training: bool):
+    """Forward value ``q``; gradient identity to ``w`` in training. NaN for non-finite ``w``."""
+    # ``w - w`` is 0 for finite weights and NaN for NaN/inf: non-finite stays visible.
+    q = ops.add(q, ops.subtract(w, w))
+    if training:
+        return ops.add(w, ops.stop_gradient(ops.subtract(q, w)))
+    return q
+
+
+def _uniform_like(w, seed):
+    return keras.random.uniform(ops.shape(w), dtype=w.dtype, seed=seed)
+
+
+class Quantizer:
+    """Base class: one rounding method, deterministic or stochastic.
+
+    Subclasses implement ``_round(w, bound, noise)`` where ``noise`` is ``None``
+    (deterministic) or uniform samples in [0, 1) of ``w``'s shape, and
+    ``levels(glorot_bound)`` / ``clip_value(glorot_bound)``.
+
+    Attributes:
+        precision: bits per weight of the level set when packed (sign included).
+        stochastic: whether training uses stochastic rounding.
+    """
+
+    precision: int = 32
+    method: str = ""
+
+    def __init__(self, stochastic: bool = False, seed: int | None = None):
+        if not isinstance(stochastic, (bool, np.bool_)):
+            raise TypeError(
+                f"{type(self).__name__}: `stochastic` must be a bool, got {stochastic!r}."
+            )
+        self.stochastic = bool(stochastic)
+        self.seed = seed
+        self._own_seed_generator: keras.random.SeedGenerator | None = None
+
+    # -- interface -----------------------------------------------------------------
+    def __call__(self, w, training: bool = False, *, glorot_bound: float | None = None, seed=None):
+        """Rounds ``w``.
+
+        Args:
+            w: master weights (tensor or variable).
+            training: stochastic rounding and the straight-through form when True.
+            glorot_bound: ``G`` of the weight's gate matrix; derived from a 2-D
+                ``w`` when omitted.
+            seed: a ``keras.random.SeedGenerator`` for stochastic rounding
+                (layers pass their own). Without it the quantizer uses one it owns,
+                which is fine eagerly but must not be relied on under JAX jit.
+        """
+        w = ops.convert_to_tensor(w)
+        bound = self._resolve_bound(w, glorot_bound)
+        noise = None
+        if training and self.stochastic:
+            noise = _uniform_like(w, seed if seed is not None else self._seed_generator())
+        return _straight_through(w, self._round(w, bound, noise), training)
+
+    def levels(self, glorot_bound: float | None = None) -> np.ndarray:
+        """Sorted float32 array of every value the rounding can produce."""
+        raise NotImplementedError
+
+    def clip_value(self, glorot_bound: float | None = None) -> float:
+        """Largest magnitude of the level set: master weights are clipped to it."""
+        return float(np.max(np.abs(self.levels(glorot_bound))))
+
+    def needs_glorot_bound(self) -> bool:
+        """Whether the scale comes from the weight's shape (no explicit scale given)."""
+        return True
+
+    def get_config(self) -> dict[str, Any]:
+        return {"stochastic": self.stochastic, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Quantizer":
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
+
+    # -- helpers ---------------------------------------------------------------------
+    def _resolve_bound(self, w, glorot_bound):
+        if not self.needs_glorot_bound():
+            return None
+        if glorot_bound is not None:
+            return float(glorot_bound)
+        return _bound_from_shape(tuple(w.shape), type(self).__name__)
+
+    def _seed_generator(self) -> keras.random.SeedGenerator:
+        if self._own_seed_generator is None:
+            self._own_seed_generator = keras.random.SeedGenerator(self.seed)
+        return self._own_seed_generator
+
+    def _round(self, w, bound, noise):
+        raise NotImplementedError
+
+
+def _f32(x: float) -> float:
+    """``x`` rounded to float32, so Python-side levels equal the tensors exactly."""
+    return float(np.float32(x))
+
+
+def _check_positive(owner: str, name: str, value: float | None) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{owner}: `{name}` must be a positive finite number, got {value!r}.")
+
+
+def _check_int(owner: str, name: str, value: int | None, minimum: int | None = None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{owner}: `{name}` must be an integer, got {value!r}.")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{owner}: `{name}` must be >= {minimum}, got {value}.")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Binary(Quantizer):
+    """Binarization (BinaryConnect): levels ``{-H, +H}``.
+
+    * deterministic: ``+H if W >= 0 else -H``;
+    * stochastic: ``+H`` with probability ``clip((W / H + 1) / 2, 0, 1)``, else ``-H``.
+
+    Args:
+        scale: ``H``. Default ``G / 2`` (BinaryConnect).
+        stochastic: stochastic rounding in training.
+        seed: seed of the quantizer's own generator (used only when called without one).
+    """
+
+    precision = 1
+    method = "binary"
+
+    def __init__(self, scale: float | None = None, stochastic: bool = False, seed: int | None = None):
+        _check_positive("Binary", "scale", scale)
+        super().__init__(stochastic=stochastic, seed=seed)
+        self.scale = scale
+
+    def needs_glorot_bound(self) -> bool:
+        return self.scale is None
+
+    def magnitude(self, glorot_bound: float | None) -> float:
+        return _f32(self.scale if self.scale is not None else _require(glorot_bound, self) / 2.0)
+
+    def levels(self, glorot_bound=None):
+        h = self.magnitude(glorot_bound)
+        return np.array([-h, h], dtype=np.float32)
+
+    def _round(self, w, bound, noise):
+        h = ops.cast(self.magnitude(bound), w.dtype)
+        if noise is None:
+            positive = ops.greater_equal(w, 0)
+        else:
+            p = ops.clip((w / h + 1.0) / 2.0, 0.0, 1.0)
+            positive = ops.less(noise, p)
+        return ops.where(positive, h, -h)
+
+    def get_config(self):
+        return {"scale": self.scale, **super().get_config()}
+
+
+def _require(glorot_bound, quantizer) -> float:
+    if glorot_bound is None:
+        raise ValueError(
+            f"{type(quantizer).__name__}: its scale comes from the weight's Glorot bound; "
+            "pass `glorot_bound=` or give the scale explicitly."
+        )
+    return float(glorot_bound)
+
+
+def _ternary_round(w, level, noise):
+    """Ternary rounding to ``{-L, 0, +L}``.
+
+    * deterministic: ``+L if W > L/2``, ``-L if W < -L/2``, else 0;
+    * stochastic: ``L * sign(W) * Bernoulli(min(|W| / L, 1))`` (unbiased for |W| <= L).
+    """
+    level = ops.cast(level, w.dtype)
+    zero = ops.zeros_like(w)
+    if noise is None:
+        half = level / 2.0
+        return ops.where(ops.greater(w, half), level, ops.where(ops.less(w, -half), -level, zero))
+    keep = ops.less(noise, ops.minimum(ops.abs(w) / level, 1.0))
+    signed = ops.where(ops.less(w, 0), -level, level)
+    return ops.where(keep, signed, zero)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Ternary(Quantizer):
+    """Ternarization (TernaryConnect): levels ``{-W0, 0, +W0}``.
+
+    * deterministic: ``+W0 if W > W0/2``, ``-W0 if W < -W0/2``, else 0;
+    * stochastic: ``W0 * sign(W) * Bernoulli(min(|W| / W0, 1))``.
+
+    Args:
+        scale: ``W0``. Default ``G``, the full Glorot bound.
+    """
+
+    precision = 2
+    method = "ternary"
+
+    def __init__(self, scale: float | None = None, stochastic: bool = False, seed: int | None = None):
+        _check_positive("Ternary", "scale", scale)
+        super().__init__(stochastic=stochastic, seed=seed)
+        self.scale = scale
+
+    def needs_glorot_bound(self) -> bool:
+        return self.scale is None
+
+    def magnitude(self, glorot_bound: float | None) -> float:
+        return _f32(self.scale if self.scale is not None else _require(glorot_bound, self))
+
+    def levels(self, glorot_bound=None):
+        w0 = self.magnitude(glorot_bound)
+        return np.array([-w0, 0.0, w0], dtype=np.float32)
+
+    def _round(self, w, bound, noise):
+        return _ternary_round(w, self.magnitude(bound), noise)
+
+    def get_config(self):
+        return {"scale": self.scale, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Pow2Ternary(Quantizer):
+    """Pow2-ternarization (dual-copy rounding): levels ``{-2^e, 0, +2^e}``.
+
+    Fixed-point rounding with one fractional bit of the paper (``e = -1`` gives
+    ``{-0.5, 0, 0.5}``), generalized to any exponent. Threshold ``2^(e-1)``:
+
+    * deterministic: ``±2^e if |W| > 2^(e-1)`` else 0;
+    * stochastic: ``sign(W) * 2^e * Bernoulli(min(|W| / 2^e, 1))``.
+
+    Args:
+        exponent: ``e``. Default ``round(log2(G))``.
+    """
+
+    precision = 2
+    method = "pow2_ternary"
+
+    def __init__(self, exponent: int | None = None, stochastic: bool = False, seed: int | None = None):
+        _check_int("Pow2Ternary", "exponent", exponent)
+        super().__init__(stochastic=stochastic, seed=seed)
+        self.exponent = None if exponent is None else int(exponent)
+
+    def needs_glorot_bound(self) -> bool:
+        return self.exponent is None
+
+    def resolved_exponent(self, glorot_bound: float | None) -> int:
+        if self.exponent is not None:
+            return self.exponent
+        return int(round(math.log2(_require(glorot_bound, self))))
+
+    def levels(self, glorot_bound=None):
+        level = 2.0 ** self.resolved_exponent(glorot_bound)
+        return np.array([-level, 0.0, level], dtype=np.float32)
+
+    def _round(self, w, bound, noise):
+        return _ternary_round(w, 2.0 ** self.resolved_exponent(bound), noise)
+
+    def get_config(self):
+        return {"exponent": self.exponent, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Exponential(Quantizer):
+    """Exponential quantization: ``Q(W) = sign(W) * 2^k'`` on a window of exponents.
+
+    With ``k = floor(log2|W|)`` and ``p = |W| / 2^k - 1`` in [0, 1), the exponents
+    are limited to ``[kmin, max_exponent]``, ``kmin = max_exponent - num_levels + 1``:
+
+    * deterministic: ``|W| < 2^(kmin-1)`` gives 0; otherwise
+      ``k' = clip(k + [p > 0.5], kmin, max_exponent)`` (linear midpoint 1.5 * 2^k);
+    * stochastic: inside the window ``k' = k + Bernoulli(p)`` (unbiased); below it 0
+      or ``2^kmin`` with probability ``|W| / 2^kmin`` (unbiased); above it
+      ``2^max_exponent``.
+
+    Args:
+        max_exponent: largest exponent. Default ``ceil(log2(G))``.
+        num_levels: number of consecutive exponents (magnitudes), default 7: with
+            zero and a sign this is what an int8 shift code holds (``±2^0 … ±2^6``).
+    """
+
+    method = "exponential"
+
+    def __init__(
+        self,
+        max_exponent: int | None = None,
+        num_levels: int = 7,
+        stochastic: bool = False,
+        seed: int | None = None,
+    ):
+        _check_int("Exponential", "max_exponent", max_exponent)
+        _check_int("Exponential", "num_levels", num_levels, minimum=1)
+        super().__init__(stochastic=stochastic, seed=seed)
+        self.max_exponent = None if max_exponent is None else int(max_exponent)
+        self.num_levels = int(num_levels)
+
+    @property
+    def precision(self) -> int:  # type: ignore[override]
+        """Sign bit plus enough bits for ``num_levels`` magnitudes and zero."""
+        return 1 + math.ceil(math.log2(self.num_levels + 1))
+
+    def needs_glorot_bound(self) -> bool:
+        return self.max_exponent is None
+
+    def exponent_range(self, glorot_bound: float | None = None) -> tuple[int, int]:
+        """``(kmin, max_exponent)`` of the window."""
+        if self.max_exponent is not None:
+            kmax = self.max_exponent
+        else:
+            kmax = int(math.ceil(math.log2(_require(glorot_bound, self))))
+        return kmax - self.num_levels + 1, kmax
+
+    def levels(self, glorot_bound=None):
+        kmin, kmax = self.exponent_range(glorot_bound)
+        mags = [2.0**k for k in range(kmin, kmax + 1)]
+        return np.array(sorted([-m for m in mags] + [0.0] + mags), dtype=np.float32)
+
+    def _round(self, w, bound, noise):
+        kmin, kmax = self.exponent_range(bound)
+        dtype = w.dtype
+        a = ops.abs(w)
+        # Work on |W| clipped into [2^(kmin-1), 2^kmax]: log2 is then finite (no log2(0)),
+        # and values outside the window are settled by the masks below.
+        a_c = ops.clip(a, 2.0 ** (kmin - 1), 2.0**kmax)
+        k = ops.floor(ops.log2(a_c))
+        # log2 may be off by one ulp at exact powers of two: correct k so 2^k <= a_c < 2^(k+1).
+        k = ops.where(ops.greater(ops.power(2.0, k), a_c), k - 1.0, k)
+        k = ops.where(ops.less_equal(ops.power(2.0, k + 1.0), a_c), k + 1.0, k)
+        p = a_c / ops.power(2.0, k) - 1.0
+        sign = ops.where(ops.less(w, 0), ops.cast(-1.0, dtype), ops.cast(1.0, dtype))
+        if noise is None:
+            k_new = k + ops.cast(ops.greater(p, 0.5), dtype)
+            below = ops.less(a, 2.0 ** (kmin - 1))
+        else:
+            k_new = k + ops.cast(ops.less(noise, p), dtype)
+            # Below the window: 2^kmin with probability |W| / 2^kmin, else 0.
+            below = ops.logical_and(
+                ops.less(a, 2.0**kmin), ops.greater_equal(noise, a / 2.0**kmin)
+            )
+            k_new = ops.where(ops.less(a, 2.0**kmin), float(kmin), k_new)
+        k_new = ops.clip(k_new, float(kmin), float(kmax))
+        q = sign * ops.power(2.0, k_new)
+        return ops.where(below, ops.zeros_like(w), ops.cast(q, dtype))
+
+    def get_config(self):
+        return {"max_exponent": self.max_exponent, "num_levels": self.num_levels, **super().get_config()}
+
+
+# -- registry ------------------------------------------------------------------------
+ALIASES: dict[str, Callable[[], Quantizer]] = {
+    "binary": lambda: Binary(),
+    "stochastic_binary": lambda: Binary(stochastic=True),
+    "ternary": lambda: Ternary(),
+    "stochastic_ternary": lambda: Ternary(stochastic=True),
+    "pow2_ternary": lambda: Pow2Ternary(),
+    "stochastic_pow2_ternary": lambda: Pow2Ternary(stochastic=True),
+    "exponential": lambda: Exponential(),
+    "stochastic_exponential": lambda: Exponential(stochastic=True),
+}
+
+_CLASSES = {cls.__name__: cls for cls in (Binary, Ternary, Pow2Ternary, Exponential)}
+
+
+def serialize(quantizer: Quantizer | None) -> dict | None:
+    """Keras-serializable dict of a quantizer (``None`` stays ``None``)."""
+    if quantizer is None:
+        return None
+    return keras.saving.serialize_keras_object(quantizer)
+
+
+def deserialize(config: dict | str, custom_objects: dict | None = None) -> Quantizer:
+    """Inverse of ``serialize``; also accepts an alias string."""
+    if isinstance(config, str):
+        return get(config)
+    objects = {**_CLASSES, **(custom_objects or {})}
+    return keras.saving.deserialize_keras_object(config, custom_objects=objects)
+
+
+def get(identifier: Quantizer | str | dict | None) -> Quantizer | None:
+    """Resolves ``None``, an alias, a serialized dict or an instance to a quantizer."""
+    if identifier is None or isinstance(identifier, Quantizer):
+        return identifier
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key not in ALIASES:
+            raise ValueError(
+                f"Unknown quantizer {identifier!r}. Valid names: {', '.join(sorted(ALIASES))} "
+                "(or a keras_lowprec.quantizers.Quantizer instance, or None)."
+            )
+        return ALIASES[key]()
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    raise ValueError(
+        f"Could not interpret quantizer {identifier!r}: expected None, one of "
+        f"{', '.join(sorted(ALIASES))}, a serialized dict or a Quantizer instance."
+    )

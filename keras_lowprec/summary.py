@@ -1,0 +1,1 @@
+def summary(*a, **k): raise NotImplementedError
