@@ -1,1 +1,107 @@
-def quantize_model(*a, **k): raise NotImplementedError
+"""``quantize_model``: the quantization-aware twin of a float Keras model."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_lowprec import quantizers as quantizers_lib
+from keras_lowprec.layers import QuantDense, QuantGRU, QuantLSTM, QuantSimpleRNN
+from keras_lowprec.layers.base import QuantizedWeightsMixin
+
+# Float layer -> quantized twin. Subclasses (our own Quant* layers) are left alone.
+_TWINS = {
+    keras.layers.Dense: QuantDense,
+    keras.layers.SimpleRNN: QuantSimpleRNN,
+    keras.layers.GRU: QuantGRU,
+    keras.layers.LSTM: QuantLSTM,
+}
+_CONSTRAINTS = ("kernel_constraint", "recurrent_constraint", "bias_constraint")
+
+
+def _twin_class(layer):
+    return _TWINS.get(type(layer))
+
+
+def quantize_model(
+    model: keras.Model,
+    kernel_quantizer="ternary",
+    recurrent_quantizer="ternary",
+    bias_quantizer="ternary",
+) -> keras.Model:
+    """Returns a copy of ``model`` whose Dense/SimpleRNN/GRU/LSTM layers (also inside
+    ``Bidirectional``) are replaced by their ``Quant*`` twins, weights carried over.
+
+    Every other layer is cloned as is. Dense layers take ``kernel_quantizer`` and
+    ``bias_quantizer``; recurrent layers all three. Float layers' default constraint
+    (``None``) becomes ``"auto"`` (clip to the quantizer's range) when the weight is
+    quantized, and the carried master weights are clipped to it; an explicit
+    constraint of the float layer is kept. Clipping never changes ``Q(W)``.
+
+    Args:
+        model: a Functional or Sequential Keras model.
+        kernel_quantizer, recurrent_quantizer, bias_quantizer: quantizer instance,
+            alias (see ``keras_lowprec.quantizers.ALIASES``) or ``None``.
+    """
+    if not isinstance(model, (keras.Sequential, keras.Model)) or not hasattr(model, "layers"):
+        raise TypeError(f"quantize_model expects a keras.Model, got {type(model).__name__}.")
+    args = {
+        "kernel_quantizer": kernel_quantizer,
+        "recurrent_quantizer": recurrent_quantizer,
+        "bias_quantizer": bias_quantizer,
+    }
+    for arg, value in args.items():
+        try:
+            quantizers_lib.get(value)
+        except ValueError as err:
+            raise ValueError(f"quantize_model `{arg}`: {err}") from None
+
+    def quantize_layer(layer):
+        if isinstance(layer, keras.layers.Bidirectional):
+            return keras.layers.Bidirectional(
+                quantize_layer(layer.forward_layer),
+                backward_layer=quantize_layer(layer.backward_layer),
+                merge_mode=layer.merge_mode,
+                name=layer.name,
+            )
+        twin = _twin_class(layer)
+        if twin is None:
+            return layer.__class__.from_config(layer.get_config())
+        config = layer.get_config()
+        if twin is QuantDense:
+            quantizer_args = {k: args[k] for k in ("kernel_quantizer", "bias_quantizer")}
+        else:
+            quantizer_args = dict(args)
+        for constraint in _CONSTRAINTS:
+            if constraint in config and config[constraint] is None:
+                config[constraint] = "auto"
+        return twin(**config, **{k: quantizers_lib.get(v) for k, v in quantizer_args.items()})
+
+    try:
+        quantized = keras.models.clone_model(model, clone_function=quantize_layer)
+    except ValueError as err:
+        raise ValueError(
+            f"quantize_model supports Functional and Sequential models; cloning failed: {err}"
+        ) from None
+    if not quantized.built:
+        raise ValueError(
+            "quantize_model: the model must be built (give it an Input or call it once) "
+            "so that weights can be carried over."
+        )
+    for old, new in zip(model.layers, quantized.layers):
+        new.set_weights(old.get_weights())
+        for owner in quantized_owners(new):
+            owner._clip_initial_weights()
+    return quantized
+
+
+def quantized_owners(layer) -> list[QuantizedWeightsMixin]:
+    """The objects holding quantized weights in ``layer``: the layer (Dense), its cell
+    (RNNs), or those of a ``Bidirectional``'s forward and backward layers."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        return quantized_owners(layer.forward_layer) + quantized_owners(layer.backward_layer)
+    if isinstance(layer, QuantizedWeightsMixin):
+        return [layer]
+    cell = getattr(layer, "cell", None)
+    if isinstance(cell, QuantizedWeightsMixin):
+        return [cell]
+    return []

@@ -152,7 +152,7 @@ class QuantizedWeightsMixin:
             object.__setattr__(self, "_bound", False)
 
     # -- config --------------------------------------------------------------------
-    def quantization_config(self) -> dict[str, Any]:
+    def quantizer_config(self) -> dict[str, Any]:
         """Quantizer and constraint arguments as given, serialized."""
         config = {}
         for name in self._weight_names:

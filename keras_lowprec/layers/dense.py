@@ -76,4 +76,4 @@ class QuantDense(QuantizedWeightsMixin, keras.layers.Dense):
         )
 
     def get_config(self):
-        return {**super().get_config(), **self.quantization_config(), "seed": self.seed}
+        return {**super().get_config(), **self.quantizer_config(), "seed": self.seed}

@@ -69,7 +69,7 @@ class _QuantCellMixin(QuantizedWeightsMixin):
             return super().call(inputs, states, training=training)
 
     def get_config(self):
-        return {**super().get_config(), **self.quantization_config()}
+        return {**super().get_config(), **self.quantizer_config()}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -111,7 +111,7 @@ class _QuantRNNMixin:
         return self.cell.quantized_weights(training)
 
     def get_config(self):
-        return {**super().get_config(), **self.cell.quantization_config()}
+        return {**super().get_config(), **self.cell.quantizer_config()}
 
 
 def _check_use_cudnn(layer_name: str, use_cudnn) -> None:

@@ -1,0 +1,439 @@
+"""Model building and training shared by the examples and the paper-matrix runner.
+
+Uses only the public API of ``keras_lowprec`` (``keras_lowprec.layers`` presets and
+``keras_lowprec.datasets``). One function per data set trains one configuration and
+returns ``(result, model)``; ``result`` is a JSON-ready dict with the settings, the
+metrics, the per-epoch history and a weight summary of the recurrent layer.
+
+Protocol: every choice (best epoch, preprocessing) is made on the validation split;
+the test split is evaluated once, at the end, on the weights of the best validation
+epoch. Quantized layers evaluate with deterministic rounding (also when trained with
+stochastic rounding).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+import keras_lowprec  # noqa: E402
+from keras_lowprec import datasets  # noqa: E402
+
+METHODS = ("float", "binary", "ternary", "pow2_ternary", "exponential")
+CELLS = ("simplernn", "gru", "lstm")
+_METHOD_PREFIX = {"binary": "Binary", "ternary": "Ternary", "pow2_ternary": "Pow2Ternary", "exponential": "Exponential"}
+_CELL_NAME = {"simplernn": "SimpleRNN", "gru": "GRU", "lstm": "LSTM"}
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# defaults of one training run; the examples and the runner override them
+FSDD_DEFAULTS = dict(
+    dataset="fsdd", split="conventional", fold=0, cell="gru", method="float", stochastic=False,
+    units=96, epochs=30, batch_size=32, lr=2e-3, seed=0, features="logmel", normalize="utterance",
+    augment=False, noise=0.0, dropout=0.0, steps_per_epoch=None, max_train=None, max_eval=None,
+)
+PTB_DEFAULTS = dict(
+    dataset="ptb", cell="gru", method="float", stochastic=False, units=256, embedding=32,
+    epochs=5, batch_size=64, lr=2e-3, seed=0, seq_len=100, dropout=0.0, steps_per_epoch=None,
+    max_eval_chars=None, patience=2,
+)
+
+
+def default_data_dir() -> str | None:
+    """``../shared/data`` of the repository when present, else ``None`` (env var / download)."""
+    if os.environ.get(datasets.ENV_DATA):
+        return None
+    return str(DEFAULT_DATA_DIR) if DEFAULT_DATA_DIR.is_dir() else None
+
+
+# ---------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------
+def rnn_layer(cell: str, method: str, units: int, stochastic: bool = False, **kwargs):
+    """A recurrent layer: the plain Keras one for ``float``, else the preset of the method."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "float":
+        if stochastic:
+            raise ValueError("float has no stochastic rounding")
+        return getattr(keras.layers, _CELL_NAME[cell])(units, **kwargs)
+    cls = getattr(keras_lowprec.layers, _METHOD_PREFIX[method] + _CELL_NAME[cell])
+    return cls(units, stochastic=stochastic, **kwargs)
+
+
+def fsdd_model(num_features: int, s: dict) -> keras.Model:
+    inputs = keras.Input((None, num_features), name="frames")
+    x = keras.layers.Masking(mask_value=0.0)(inputs)  # padding is exactly zero
+    if s["noise"]:
+        x = keras.layers.GaussianNoise(s["noise"], seed=s["seed"])(x)
+    x = rnn_layer(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"])(x)
+    if s["dropout"]:
+        x = keras.layers.Dropout(s["dropout"], seed=s["seed"])(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="classifier")(x)
+    model = keras.Model(inputs, outputs, name=f"fsdd_{s['cell']}_{s['method']}")
+    model.compile(optimizer=keras.optimizers.Adam(s["lr"], clipnorm=1.0),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def ptb_model(vocab_size: int, s: dict) -> keras.Model:
+    inputs = keras.Input((None,), dtype="int32", name="chars")
+    x = keras.layers.Embedding(vocab_size, s["embedding"], name="embedding")(inputs)
+    x = rnn_layer(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"],
+                  return_sequences=True)(x)
+    if s["dropout"]:
+        x = keras.layers.Dropout(s["dropout"], seed=s["seed"])(x)
+    outputs = keras.layers.Dense(vocab_size, activation="softmax", name="softmax")(x)
+    model = keras.Model(inputs, outputs, name=f"ptb_{s['cell']}_{s['method']}")
+    model.compile(optimizer=keras.optimizers.Adam(s["lr"], clipnorm=1.0),
+                  loss="sparse_categorical_crossentropy")
+    return model
+
+
+# ---------------------------------------------------------------------------------------
+# batching
+# ---------------------------------------------------------------------------------------
+def _round_up(n: int, multiple: int = 16) -> int:
+    return int(multiple * math.ceil(n / multiple))
+
+
+def as_dataset(batches, x_spec, y_spec):
+    """A ``tf.data.Dataset`` over a batch source (``len`` + ``[i]`` + ``on_epoch_end``)
+    whose time dimension varies between batches; reshuffled at every pass."""
+    import tensorflow as tf
+
+    def gen():
+        for i in range(len(batches)):
+            yield batches[i]
+        batches.on_epoch_end()
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=(x_spec, y_spec))
+    return ds.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(2)
+
+
+class BucketBatches:
+    """Batches of similar-length utterances, each padded to its own (rounded) length.
+
+    Padding stays zero, so ``Masking`` ignores it; rounding lengths up to a multiple of
+    16 keeps the number of traced shapes small. ``augment`` (training only): random
+    time stretch (0.85–1.15), mel-axis warp (0.9–1.1, log-mel only) and Gaussian noise
+    of 0.1 on the real frames.
+    """
+
+    def __init__(self, split, batch_size, shuffle=False, augment=False, warp=True, seed=0):
+        self.split, self.batch_size, self.shuffle, self.augment, self.warp = split, batch_size, shuffle, augment, warp
+        self.rng = np.random.default_rng(seed)
+        self._make_batches()
+
+    def _make_batches(self):
+        lengths = self.split.lengths.astype(np.float64)
+        if self.shuffle:
+            lengths = lengths + self.rng.uniform(0, 8, size=len(lengths))  # mix similar lengths
+        order = np.argsort(lengths, kind="stable")
+        self.batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.shuffle:
+            self.rng.shuffle(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self._make_batches()
+
+    def _augmented(self, u):
+        n, f = u.shape
+        rate = self.rng.uniform(0.85, 1.15)
+        m = max(2, int(round(n * rate)))
+        pos = np.linspace(0, n - 1, m)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, n - 1)
+        w = (pos - lo)[:, None]
+        u = u[lo] * (1 - w) + u[hi] * w
+        if self.warp:
+            alpha = self.rng.uniform(0.9, 1.1)
+            src = np.clip(np.arange(f) * alpha, 0, f - 1)
+            lo = np.floor(src).astype(int)
+            hi = np.minimum(lo + 1, f - 1)
+            w = src - lo
+            u = u[:, lo] * (1 - w) + u[:, hi] * w
+        u = u + self.rng.normal(0, 0.1, size=u.shape)
+        return u.astype(np.float32)
+
+    def __getitem__(self, i):
+        idx = self.batches[i]
+        s = self.split
+        if not self.augment:
+            t = _round_up(int(s.lengths[idx].max()))
+            return s.x[idx, :t], s.y[idx]
+        utts = [self._augmented(s.x[j, :s.lengths[j]]) for j in idx]
+        t = _round_up(max(len(u) for u in utts))
+        x = np.zeros((len(idx), t, s.x.shape[-1]), np.float32)
+        for row, u in enumerate(utts):
+            u[~np.any(u != 0, axis=1), 0] = 1e-6
+            x[row, :len(u)] = u
+        return x, s.y[idx]
+
+
+def predict_split(model, split, batch_size=256) -> np.ndarray:
+    """Class probabilities for every utterance of ``split``, in the split's order."""
+    batches = BucketBatches(split, batch_size)
+    out = np.zeros((len(split), 10), np.float32)
+    for i in range(len(batches)):
+        x, _ = batches[i]
+        out[batches.batches[i]] = keras.ops.convert_to_numpy(model(x, training=False))
+    return out
+
+
+class PTBWindows:
+    """Non-overlapping ``seq_len`` windows of a character stream, shuffled per epoch with
+    a random start offset (training), or in order (validation)."""
+
+    def __init__(self, stream, seq_len, batch_size, shuffle=False, seed=0, max_chars=None):
+        self.stream = stream if max_chars is None else stream[:max_chars]
+        self.seq_len, self.batch_size, self.shuffle = seq_len, batch_size, shuffle
+        self.rng = np.random.default_rng(seed)
+        self._make()
+
+    def _make(self):
+        offset = int(self.rng.integers(0, self.seq_len)) if self.shuffle else 0
+        n = (len(self.stream) - 1 - offset) // self.seq_len
+        starts = offset + self.seq_len * np.arange(n)
+        if self.shuffle:
+            self.rng.shuffle(starts)
+        self.starts = starts
+
+    def __len__(self):
+        return max(1, len(self.starts) // self.batch_size)
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self._make()
+
+    def __getitem__(self, i):
+        starts = self.starts[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = starts[:, None] + np.arange(self.seq_len + 1)[None, :]
+        w = self.stream[idx]
+        return w[:, :-1], w[:, 1:]
+
+
+def ptb_bpc(model, stream, seq_len, batch_size=64) -> float:
+    """Bits per character over the whole stream; every predicted character after the
+    first window sees at least ``seq_len`` characters of context (burn-in windows)."""
+    n = len(stream) - 1
+    total, count = 0.0, 0
+    starts = list(range(0, n, seq_len))
+    for b in range(0, len(starts), batch_size):
+        chunk = starts[b:b + batch_size]
+        ctx = [min(s, seq_len) for s in chunk]
+        ends = [min(s + seq_len, n) for s in chunk]
+        width = max(e - (s - c) for s, c, e in zip(chunk, ctx, ends))
+        x = np.zeros((len(chunk), width), np.int32)
+        y = np.zeros((len(chunk), width), np.int32)
+        w = np.zeros((len(chunk), width), np.float64)
+        for r, (s, c, e) in enumerate(zip(chunk, ctx, ends)):
+            a = s - c
+            x[r, :e - a] = stream[a:e]
+            y[r, :e - a] = stream[a + 1:e + 1]
+            w[r, c:e - a] = 1.0
+        p = keras.ops.convert_to_numpy(model(x, training=False))
+        logp = np.log(np.maximum(np.take_along_axis(p, y[..., None], -1)[..., 0].astype(np.float64), 1e-12))
+        total -= float((logp * w).sum())
+        count += int(w.sum())
+    return total / count / math.log(2)
+
+
+# ---------------------------------------------------------------------------------------
+# training bookkeeping
+# ---------------------------------------------------------------------------------------
+class RunLog(keras.callbacks.Callback):
+    """Per-epoch history and best-validation weights, persisted in ``scratch`` so that a
+    run resumed by ``BackupAndRestore`` keeps its full history and its best epoch."""
+
+    def __init__(self, scratch: Path, monitor: str, mode: str, patience: int | None = None):
+        super().__init__()
+        self.scratch, self.monitor, self.mode, self.patience = Path(scratch), monitor, mode, patience
+        self.state_path = self.scratch / "runlog.json"
+        self.best_path = self.scratch / "best.weights.h5"
+        self.state = {"history": [], "best": None, "best_epoch": None, "seconds": 0.0}
+        if self.state_path.is_file():
+            self.state = json.loads(self.state_path.read_text())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        self.state["history"] = [h for h in self.state["history"] if h["epoch"] < epoch + 1]
+        self.state["history"].append({"epoch": epoch + 1, **logs})
+        self.state["seconds"] += time.time() - self._t
+        value = logs.get(self.monitor)
+        best = self.state["best"]
+        if value is not None and np.isfinite(value) and (
+                best is None or (value > best if self.mode == "max" else value < best)):
+            self.state["best"], self.state["best_epoch"] = value, epoch + 1
+            self.model.save_weights(self.best_path)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state))
+        os.replace(tmp, self.state_path)
+        if self.patience is not None and self.state["best_epoch"] is not None:
+            if epoch + 1 - self.state["best_epoch"] >= self.patience:
+                self.model.stop_training = True
+
+    def restore_best(self):
+        if self.best_path.is_file():
+            self.model.load_weights(self.best_path)
+
+
+def _fit(model, train, val, s, scratch: Path, monitor: str, mode: str, patience=None, verbose=2):
+    scratch.mkdir(parents=True, exist_ok=True)
+    if not (scratch / "backup").exists():  # fresh start: forget an older run's log
+        for stale in ("runlog.json", "best.weights.h5"):
+            (scratch / stale).unlink(missing_ok=True)
+    log = RunLog(scratch, monitor, mode, patience)
+    callbacks = [keras.callbacks.BackupAndRestore(str(scratch / "backup")), log]
+    model.fit(train, validation_data=val, epochs=s["epochs"], steps_per_epoch=s.get("steps_per_epoch"),
+              callbacks=callbacks, verbose=verbose)
+    log.restore_best()
+    return log.state
+
+
+def weight_summary(model) -> dict:
+    """Input kernel of the recurrent layer: histogram of the master weights and the
+    distinct values (with counts) of its deterministic rounding used at inference."""
+    layer = model.get_layer("rnn")
+    master = keras.ops.convert_to_numpy(layer.cell.kernel).ravel()
+    if hasattr(layer, "quantized_weights"):
+        rounded = keras.ops.convert_to_numpy(layer.quantized_weights(training=False)["kernel"]).ravel()
+    else:
+        rounded = master
+    counts, edges = np.histogram(master, bins=80)
+    out = {"layer": "rnn", "weight": "kernel", "shape": list(layer.cell.kernel.shape),
+           "master_hist": {"counts": counts.tolist(), "edges": edges.tolist()}}
+    values, vcounts = np.unique(rounded, return_counts=True)
+    if len(values) <= 64:
+        out["rounded_values"] = {"values": values.tolist(), "counts": vcounts.tolist()}
+    else:
+        c, e = np.histogram(rounded, bins=80)
+        out["rounded_hist"] = {"counts": c.tolist(), "edges": e.tolist()}
+    return out
+
+
+def _seed(s):
+    keras.utils.set_random_seed(int(s["seed"]))
+
+
+def _subset(split, n):
+    if n is None or n >= len(split):
+        return split
+    idx = np.random.default_rng(0).permutation(len(split))[:n]
+    return datasets.SequenceSplit(split.x[idx], split.y[idx], split.lengths[idx], split.speakers[idx],
+                                  split.files[idx])
+
+
+# ---------------------------------------------------------------------------------------
+# one run per data set
+# ---------------------------------------------------------------------------------------
+def train_fsdd(settings: dict, data_dir=None, scratch=None, verbose=2):
+    s = {**FSDD_DEFAULTS, **settings}
+    _seed(s)
+    data = datasets.fsdd(data_dir, features=s["features"], split=s["split"], fold=s["fold"],
+                         normalize=s["normalize"])
+    train = _subset(data.train, s["max_train"])
+    val, test = _subset(data.validation, s["max_eval"]), _subset(data.test, s["max_eval"])
+    model = fsdd_model(data.num_features, s)
+    train_b = BucketBatches(train, s["batch_size"], shuffle=True, augment=s["augment"],
+                            warp=s["features"] == "logmel", seed=s["seed"])
+    val_b = BucketBatches(val, 256)
+    import tensorflow as tf
+    specs = (tf.TensorSpec((None, None, data.num_features), tf.float32), tf.TensorSpec((None,), tf.int32))
+    train_b, val_b = as_dataset(train_b, *specs), as_dataset(val_b, *specs)
+    scratch = Path(scratch) if scratch else Path(os.path.expanduser("~/.keras/keras_lowprec/scratch/tmp"))
+    t0 = time.time()
+    state = _fit(model, train_b, val_b, s, scratch, "val_accuracy", "max", verbose=verbose)
+    val_acc = float((predict_split(model, val).argmax(-1) == val.y).mean())
+    test_acc = float((predict_split(model, test).argmax(-1) == test.y).mean())
+    result = {
+        "settings": s, "data": data.info,
+        "metric": "accuracy", "validation_accuracy": val_acc, "test_accuracy": test_acc,
+        "best_epoch": state["best_epoch"], "epochs_run": len(state["history"]),
+        "train_seconds": state["seconds"], "wall_seconds": time.time() - t0,
+        "history": state["history"], "weights": weight_summary(model),
+        "num_params": int(model.count_params()),
+    }
+    return result, model
+
+
+def train_ptb(settings: dict, data_dir=None, scratch=None, verbose=2):
+    s = {**PTB_DEFAULTS, **settings}
+    _seed(s)
+    data = datasets.ptb_chars(data_dir)
+    model = ptb_model(data.vocab_size, s)
+    train_b = PTBWindows(data.train, s["seq_len"], s["batch_size"], shuffle=True, seed=s["seed"])
+    val_b = PTBWindows(data.valid, s["seq_len"], 128, max_chars=s["max_eval_chars"])
+    import tensorflow as tf
+    specs = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32))
+    train_b, val_b = as_dataset(train_b, *specs), as_dataset(val_b, *specs)
+    scratch = Path(scratch) if scratch else Path(os.path.expanduser("~/.keras/keras_lowprec/scratch/tmp"))
+    t0 = time.time()
+    state = _fit(model, train_b, val_b, s, scratch, "val_loss", "min", patience=s["patience"], verbose=verbose)
+    for h in state["history"]:
+        h["bpc"] = h.get("loss", float("nan")) / math.log(2)
+        h["val_bpc"] = h.get("val_loss", float("nan")) / math.log(2)
+    valid = data.valid if s["max_eval_chars"] is None else data.valid[:s["max_eval_chars"]]
+    test = data.test if s["max_eval_chars"] is None else data.test[:s["max_eval_chars"]]
+    result = {
+        "settings": s, "data": {"vocab_size": data.vocab_size, "train_chars": int(len(data.train)),
+                                "valid_chars": int(len(valid)), "test_chars": int(len(test))},
+        "metric": "bpc", "validation_bpc": ptb_bpc(model, valid, s["seq_len"]),
+        "test_bpc": ptb_bpc(model, test, s["seq_len"]),
+        "best_epoch": state["best_epoch"], "epochs_run": len(state["history"]),
+        "train_seconds": state["seconds"], "wall_seconds": time.time() - t0,
+        "history": state["history"], "weights": weight_summary(model),
+        "num_params": int(model.count_params()),
+    }
+    return result, model
+
+
+# ---------------------------------------------------------------------------------------
+# command line of the single-run examples
+# ---------------------------------------------------------------------------------------
+def add_run_args(parser, defaults: dict):
+    parser.add_argument("--cell", choices=CELLS, default=defaults["cell"])
+    parser.add_argument("--method", choices=METHODS, default=defaults["method"])
+    parser.add_argument("--stochastic", action="store_true", help="stochastic rounding in training")
+    parser.add_argument("--units", type=int, default=defaults["units"])
+    parser.add_argument("--epochs", type=int, default=defaults["epochs"])
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    parser.add_argument("--lr", type=float, default=defaults["lr"])
+    parser.add_argument("--seed", type=int, default=defaults["seed"])
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
+    parser.add_argument("--data-dir", default=default_data_dir(),
+                        help="folder with the data (default: ../shared/data when present, "
+                             f"else ${datasets.ENV_DATA}, else download into the Keras cache)")
+    parser.add_argument("--out", required=True, help="path of the .keras model to write")
+    parser.add_argument("--scratch", default=None,
+                        help="folder for BackupAndRestore and best weights (default: next to --out)")
+
+
+def run_args_settings(args) -> dict:
+    return {"cell": args.cell, "method": args.method, "stochastic": bool(args.stochastic), "units": args.units,
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+            "steps_per_epoch": args.steps_per_epoch}
+
+
+def save_outputs(result: dict, model, out: str):
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))

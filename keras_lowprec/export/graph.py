@@ -1,0 +1,435 @@
+"""From a Keras model to a TensorFlow function that converts to an int8 TFLM graph.
+
+The exporter never converts the trained model itself. It reads the model as a chain of
+*stages* (one handler per layer type) and builds a float **twin** whose weights are the
+layers' deterministic rounded weights ``Q(W)``:
+
+* ``mode="sequence"``: batch 1, ``timesteps`` fixed, the time loop unrolled in Python
+  (a Keras 3 RNN converts to a WHILE loop, which int8 calibration cannot handle);
+* ``mode="stream"``: one time step per call, the recurrent state passed in and out as
+  explicit tensors (``x_t, state_0, ... -> y_t, new_state_0, ...``).
+
+Each RNN layer is run through a float Keras cell (``keras.layers.LSTMCell`` etc.) built
+with the same math arguments, so the twin computes exactly what the trained model
+computes at inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from keras_lowprec.export.errors import ExportError, UnsupportedLayerError
+
+# Layers that are the identity at inference.
+_IDENTITY = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization")
+# Layers applied as they are (float Keras layers) around the recurrent ones. The second
+# element says whether the layer acts on each time step separately (needed in stream mode).
+_APPLY = {
+    "Dense": True,
+    "Activation": True,
+    "ReLU": True,
+    "LeakyReLU": True,
+    "Softmax": True,
+    "BatchNormalization": True,
+    "LayerNormalization": True,
+    "Flatten": False,
+    "Reshape": False,
+}
+_RNN = ("LSTM", "GRU", "SimpleRNN")
+_CELL_MATH_ARGS = ("units", "activation", "recurrent_activation", "use_bias", "reset_after")
+
+SUPPORTED_LAYERS = (
+    "QuantLSTM / QuantGRU / QuantSimpleRNN and their presets (e.g. TernaryLSTM), keras LSTM / GRU / "
+    "SimpleRNN, QuantDense and presets (e.g. TernaryDense), Dense, Activation, ReLU, LeakyReLU, "
+    "Softmax, BatchNormalization, LayerNormalization, Flatten, Reshape, Dropout and the other "
+    "noise/dropout layers (identity at inference)"
+)
+
+
+@dataclass
+class WeightInfo:
+    """One rounded weight of the model, as the exporter must encode it."""
+
+    layer: str
+    name: str
+    value: np.ndarray  # float32, the deterministic rounded weight (or the float weight)
+    method: str | None  # quantizer.method, None for a full-precision weight
+    encoding: str  # "ternary", "binary", "shift" or "int8"
+    scale: float | None  # the exact int8 scale (None: the converter's plain int8)
+    levels: np.ndarray | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.layer}/{self.name}"
+
+
+@dataclass
+class Stage:
+    kind: str  # "rnn", "dense", "apply", "identity"
+    layer: Any
+    name: str
+    per_step: bool = True
+    cell: Any = None  # float twin cell (rnn)
+    twin: Any = None  # float twin layer (dense)
+    units: int = 0
+    n_states: int = 0
+    return_sequences: bool = False
+
+
+@dataclass
+class Plan:
+    stages: list[Stage]
+    timesteps: int | None
+    features: int
+    weights: list[WeightInfo] = field(default_factory=list)
+    state_names: list[str] = field(default_factory=list)
+    state_sizes: list[int] = field(default_factory=list)
+
+
+# -- encodings -------------------------------------------------------------------------
+def encoding_for(quantizer, bound: float, layer: str, name: str) -> tuple[str, float | None, np.ndarray | None]:
+    """``(encoding, scale, levels)`` of a weight rounded by ``quantizer`` (``None``: float)."""
+    if quantizer is None:
+        return "int8", None, None
+    method = quantizer.method
+    levels = np.asarray(quantizer.levels(bound), dtype=np.float32)
+    if method in ("binary", "ternary"):
+        return method, float(quantizer.magnitude(bound)), levels
+    if method == "pow2_ternary":
+        return "shift", float(np.float32(2.0 ** quantizer.resolved_exponent(bound))), levels
+    if method == "exponential":
+        kmin, kmax = quantizer.exponent_range(bound)
+        if kmax - kmin > 6:
+            from keras_lowprec.export.errors import ExactnessError
+
+            raise ExactnessError(
+                f"layer '{layer}' weight '{name}': exponential quantization with {kmax - kmin + 1} exponent "
+                f"levels (2^{kmin} .. 2^{kmax}) cannot be shift-encoded in int8, which holds at most 7 "
+                "(codes ±2^0 .. ±2^6). Fix: train with Exponential(num_levels=7) or fewer, or export "
+                "this weight without exactness by using a quantizer of at most 7 levels."
+            )
+        scale = 2.0 ** (kmax - 6)
+        if not (np.finfo(np.float32).tiny <= scale):
+            raise ExportError(f"layer '{layer}' weight '{name}': shift scale 2^{kmax - 6} underflows float32.")
+        return "shift", float(np.float32(scale)), levels
+    raise UnsupportedLayerError(
+        f"layer '{layer}' weight '{name}': no int8 encoding for quantization method {method!r}."
+    )
+
+
+# -- model analysis --------------------------------------------------------------------
+def _base_name(layer) -> str:
+    """Name of the Keras float class a layer derives from (QuantLSTM -> LSTM)."""
+    import keras
+
+    for cls in type(layer).__mro__:
+        if cls.__module__.startswith("keras.") and hasattr(keras.layers, cls.__name__):
+            return cls.__name__
+    return type(layer).__name__
+
+
+def _chain(model) -> list:
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise ExportError(f"to_tflite expects a keras.Model, got {type(model).__name__}.")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise UnsupportedLayerError(
+            f"model '{model.name}' has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+            "the exporter handles models with one input and one output."
+        )
+    layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+    if not isinstance(model, keras.Sequential):
+        prev = model.inputs[0]
+        for layer in layers:
+            try:
+                inp = layer.input
+            except Exception:  # a layer used several times
+                raise UnsupportedLayerError(
+                    f"layer '{layer.name}' is used more than once; the exporter handles a plain chain of layers."
+                ) from None
+            if inp is not prev:
+                raise UnsupportedLayerError(
+                    f"layer '{layer.name}' does not take the previous layer's output; the exporter "
+                    "handles a plain chain of layers (Sequential or a linear functional model)."
+                )
+            prev = layer.output
+    return layers
+
+
+def _check_finite(layer) -> None:
+    for w in layer.weights:
+        value = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+        if not np.all(np.isfinite(value)):
+            raise ExportError(
+                f"layer '{layer.name}' weight '{w.name}' has non-finite values (NaN or inf): "
+                "the model cannot be exported; retrain or restore a finite checkpoint."
+            )
+
+
+def _quant_weights(obj, layer_name: str) -> list[WeightInfo]:
+    """Rounded weights of a Quant cell / QuantDense, or float weights of a Keras one."""
+    out = []
+    rounded = obj.quantized_weights(training=False) if hasattr(obj, "quantized_weights") else None
+    for name in ("kernel", "recurrent_kernel", "bias"):
+        var = getattr(obj, name, None)
+        if var is None:
+            continue
+        if rounded is not None and name in rounded:
+            value = np.asarray(rounded[name], dtype=np.float32)
+            quantizer = obj.quantizer_for(name)
+            bound = obj.glorot_bound_for(name) if quantizer is not None else None
+        else:
+            value = np.asarray(var.numpy(), dtype=np.float32)
+            quantizer, bound = None, None
+        if not np.all(np.isfinite(value)):
+            raise ExportError(
+                f"layer '{layer_name}' weight '{name}': the rounded weight has non-finite values; "
+                "the master weights contain NaN or inf. Retrain or restore a finite checkpoint."
+            )
+        encoding, scale, levels = encoding_for(quantizer, bound, layer_name, name)
+        if levels is not None:
+            bad = ~np.isin(value, levels)
+            if bad.any():
+                raise ExportError(
+                    f"layer '{layer_name}' weight '{name}': {int(bad.sum())} rounded values are not among "
+                    f"the quantizer's levels {levels.tolist()}."
+                )
+        out.append(WeightInfo(layer_name, name, value, None if quantizer is None else quantizer.method,
+                              encoding, scale, levels))
+    return out
+
+
+def _twin_cell(layer, weights: list[WeightInfo]):
+    import keras
+
+    base = {"LSTM": keras.layers.LSTMCell, "GRU": keras.layers.GRUCell, "SimpleRNN": keras.layers.SimpleRNNCell}[
+        _base_name(layer)
+    ]
+    config = layer.cell.get_config()
+    allowed = set(base(1).get_config())
+    kwargs = {k: config[k] for k in _CELL_MATH_ARGS if k in config and k in allowed}
+    cell = base(name=f"{layer.name}_twin", **kwargs)
+    return cell, {w.name: w.value for w in weights}
+
+
+def _twin_dense(layer, weights: list[WeightInfo]):
+    import keras
+
+    twin = keras.layers.Dense(
+        layer.units, activation=layer.activation, use_bias=layer.use_bias, name=f"{layer.name}_twin"
+    )
+    return twin, {w.name: w.value for w in weights}
+
+
+def analyze(model, timesteps: int | None, mode: str) -> Plan:
+    """Reads ``model`` as a chain of stages; raises on anything the exporter cannot handle."""
+    import keras
+
+    layers = _chain(model)
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 3:
+        raise UnsupportedLayerError(
+            f"model input shape {shape}: the exporter expects sequences (batch, timesteps, features)."
+        )
+    t_model, features = shape[1], shape[2]
+    if features is None:
+        raise ExportError("the model's feature dimension (last input axis) must be known.")
+    if t_model is not None and timesteps is not None and int(timesteps) != int(t_model):
+        raise ExportError(f"timesteps={timesteps} but the model's input has a fixed time axis of {t_model}.")
+    T = int(timesteps) if timesteps is not None else (None if t_model is None else int(t_model))
+    if T is None and mode == "sequence":
+        raise ExportError(
+            "the model has a variable time axis (input shape (None, None, features)); pass timesteps=T "
+            "(CLI: --timesteps T) for a sequence export, or use mode='stream'."
+        )
+    if T is not None and T < 1:
+        raise ExportError(f"timesteps must be >= 1, got {T}.")
+
+    plan = Plan(stages=[], timesteps=T, features=int(features))
+    for layer in layers:
+        _check_finite(layer)
+        base = _base_name(layer)
+        cls = type(layer).__name__
+        if isinstance(layer, keras.layers.Bidirectional):
+            raise UnsupportedLayerError(
+                f"layer '{layer.name}' (Bidirectional) is not supported: TFLM firmware would have to run "
+                "the sequence backwards as well. Use a unidirectional RNN. Supported: " + SUPPORTED_LAYERS + "."
+            )
+        if isinstance(layer, keras.layers.Masking):
+            raise UnsupportedLayerError(
+                f"layer '{layer.name}' (Masking) is not supported by the exporter yet: export a model without "
+                "Masking and feed fixed-length (padded) sequences."
+            )
+        if base in _RNN:
+            if layer.go_backwards:
+                raise UnsupportedLayerError(
+                    f"layer '{layer.name}' ({cls}) has go_backwards=True, which the exporter does not support; "
+                    "train with go_backwards=False (reverse the input yourself if you need it)."
+                )
+            if layer.return_state:
+                raise UnsupportedLayerError(f"layer '{layer.name}' ({cls}): return_state=True is not supported.")
+            if layer.stateful:
+                raise UnsupportedLayerError(
+                    f"layer '{layer.name}' ({cls}): stateful=True is not supported; export the non-stateful "
+                    "model (mode='stream' carries the state between invokes)."
+                )
+            weights = _quant_weights(layer.cell, layer.name)
+            cell, values = _twin_cell(layer, weights)
+            n_states = 2 if base == "LSTM" else 1
+            stage = Stage("rnn", layer, layer.name, cell=(cell, values), units=int(layer.cell.units),
+                          n_states=n_states, return_sequences=bool(layer.return_sequences))
+            plan.weights.extend(weights)
+            for s in (("h", "c") if n_states == 2 else ("h",)):
+                plan.state_names.append(f"{layer.name}/{s}")
+                plan.state_sizes.append(int(layer.cell.units))
+        elif base == "Dense" and hasattr(layer, "quantized_weights"):
+            weights = _quant_weights(layer, layer.name)
+            stage = Stage("dense", layer, layer.name, twin=_twin_dense(layer, weights))
+            plan.weights.extend(weights)
+        elif base == "Dense":
+            weights = _quant_weights(layer, layer.name)
+            stage = Stage("dense", layer, layer.name, twin=_twin_dense(layer, weights))
+            plan.weights.extend(weights)
+        elif cls in _IDENTITY or base in _IDENTITY:
+            stage = Stage("identity", layer, layer.name)
+        elif cls in _APPLY or base in _APPLY:
+            stage = Stage("apply", layer, layer.name, per_step=_APPLY.get(cls, _APPLY.get(base)))
+            if base == "LayerNormalization" and tuple(layer.axis) not in ((-1,), (2,)):
+                stage.per_step = False
+        else:
+            raise UnsupportedLayerError(
+                f"layer '{layer.name}' ({cls}) is not supported by the exporter. Supported: {SUPPORTED_LAYERS}."
+            )
+        plan.stages.append(stage)
+
+    if mode == "stream":
+        seen_rnn = False
+        seq = True  # whether the tensor between stages still has a time axis
+        for stage in plan.stages:
+            if stage.kind == "rnn":
+                if not seq:
+                    raise UnsupportedLayerError(
+                        f"layer '{stage.name}': stream mode needs every RNN before it to return sequences."
+                    )
+                seen_rnn = True
+                seq = stage.return_sequences
+            elif not stage.per_step and seq:
+                raise UnsupportedLayerError(
+                    f"layer '{stage.name}' ({type(stage.layer).__name__}) mixes time steps and cannot run one "
+                    "step per invoke; use mode='sequence'."
+                )
+        if not seen_rnn:
+            raise UnsupportedLayerError("stream mode needs at least one recurrent layer.")
+    if not any(s.kind == "rnn" for s in plan.stages):
+        pass  # a model without RNN still exports in sequence mode
+    return plan
+
+
+# -- twin functions --------------------------------------------------------------------
+def _build_twins(plan: Plan) -> None:
+    for stage in plan.stages:
+        if stage.kind == "rnn" and not getattr(stage, "_built", False):
+            cell, values = stage.cell
+            in_dim = stage.layer.cell.kernel.shape[0]
+            cell.build((1, in_dim))
+            for name, value in values.items():
+                getattr(cell, name).assign(value)
+            stage.cell = (cell, values)
+            stage._built = True
+        if stage.kind == "dense" and not getattr(stage, "_built", False):
+            twin, values = stage.twin
+            twin.build((1, stage.layer.kernel.shape[0]))
+            for name, value in values.items():
+                getattr(twin, name).assign(value)
+            stage._built = True
+
+
+def _apply(stage: Stage, x):
+    if stage.kind == "identity":
+        return x
+    if stage.kind == "dense":
+        return stage.twin[0](x)
+    return stage.layer(x, training=False)
+
+
+def sequence_function(plan: Plan) -> Callable:
+    """``tf.function`` of input ``(1, T, F)`` float32: the unrolled float twin."""
+    import tensorflow as tf
+
+    _build_twins(plan)
+    T, F = plan.timesteps, plan.features
+
+    @tf.function(input_signature=[tf.TensorSpec((1, T, F), tf.float32, name="input")])
+    def sequence(x):
+        seq = True
+        for stage in plan.stages:
+            if stage.kind == "rnn":
+                cell = stage.cell[0]
+                states = [tf.zeros((1, stage.units), tf.float32) for _ in range(stage.n_states)]
+                outs = []
+                for t in range(T):
+                    h, states = cell(x[:, t, :], states, training=False)
+                    states = list(states) if isinstance(states, (list, tuple)) else [states]
+                    outs.append(h)
+                x = tf.stack(outs, axis=1) if stage.return_sequences else outs[-1]
+                seq = stage.return_sequences
+            else:
+                x = _apply(stage, x)
+        return {"output": x}
+
+    return sequence
+
+
+def step_function(plan: Plan) -> Callable:
+    """``tf.function`` of ``(x_t (1, F), *states (1, U))`` -> ``{"output", "state_i"}``."""
+    import tensorflow as tf
+
+    _build_twins(plan)
+    specs = [tf.TensorSpec((1, plan.features), tf.float32, name="input")]
+    specs += [tf.TensorSpec((1, n), tf.float32, name=f"state_{i}") for i, n in enumerate(plan.state_sizes)]
+
+    @tf.function(input_signature=specs)
+    def step(x, *states):
+        out = {}
+        k = 0
+        for stage in plan.stages:
+            if stage.kind == "rnn":
+                cell = stage.cell[0]
+                st = list(states[k:k + stage.n_states])
+                h, new = cell(x, st, training=False)
+                new = list(new) if isinstance(new, (list, tuple)) else [new]
+                for j, s in enumerate(new):
+                    out[f"state_{k + j}"] = s
+                k += stage.n_states
+                x = h
+            else:
+                x = _apply(stage, x)
+        out["output"] = x
+        return out
+
+    return step
+
+
+def stream_reference(plan: Plan, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Runs the float step twin over ``x`` (N, T, F): per-step calibration inputs and final outputs.
+
+    Returns ``(samples, outputs)`` where ``samples`` is a list of ``[x_t, *states]`` float32
+    arrays (batch 1) and ``outputs`` the per-step outputs ``(N, T, ...)``.
+    """
+    step = step_function(plan)
+    samples, outputs = [], []
+    for seq in x:
+        states = [np.zeros((1, n), np.float32) for n in plan.state_sizes]
+        outs = []
+        for t in range(seq.shape[0]):
+            xt = seq[t][None, :].astype(np.float32)
+            samples.append([xt, *states])
+            res = step(xt, *states)
+            states = [res[f"state_{i}"].numpy() for i in range(len(states))]
+            outs.append(res["output"].numpy()[0])
+        outputs.append(np.stack(outs))
+    return samples, np.stack(outputs)

@@ -1,0 +1,191 @@
+"""Running an exported model in LiteRT and in the TFLM interpreter, against Keras.
+
+TFLM keeps variable tensors between invokes, so the runners call ``reset()`` before
+every sequence. TFLM's error messages go to the process's stderr (C level); they are
+captured and put into the ``TFLMError`` raised when TFLM cannot load or run a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import time
+from typing import Callable
+
+import numpy as np
+
+from keras_lowprec.export.errors import TFLMError
+
+DEFAULT_ARENA = 4 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def capture_stderr():
+    """Captures what C code writes to file descriptor 2; yields a list that gets the text."""
+    out: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode(errors="replace"))
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return (q.astype(np.float32) - zero_point) * np.float32(scale)
+
+
+class _Runner:
+    """Common interface over LiteRT and TFLM: set inputs, invoke, read outputs (int8)."""
+
+    def reset(self):  # pragma: no cover - interface
+        pass
+
+
+class LiteRTRunner(_Runner):
+    def __init__(self, model_bytes: bytes):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.it = Interpreter(model_content=model_bytes)
+        self.it.allocate_tensors()
+        self.inputs = self.it.get_input_details()
+        self.outputs = self.it.get_output_details()
+
+    def input_quant(self, i):
+        return self.inputs[i]["quantization"]
+
+    def output_quant(self, i):
+        return self.outputs[i]["quantization"]
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        for d, a in zip(self.inputs, arrays):
+            self.it.set_tensor(d["index"], a.reshape(d["shape"]))
+        self.it.invoke()
+        return [self.it.get_tensor(d["index"]).copy() for d in self.outputs]
+
+    def reset(self):
+        self.it.reset_all_variables()
+
+
+class TFLMRunner(_Runner):
+    def __init__(self, model_bytes: bytes, arena_size: int = DEFAULT_ARENA):
+        from tflite_micro import runtime
+
+        with capture_stderr() as err:
+            try:
+                self.it = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena_size)
+                exc = None
+            except Exception as e:  # noqa: BLE001 - re-raised with TFLM's own message
+                exc = e
+        if exc is not None:
+            raise TFLMError(f"TFLM cannot load the model: {_tflm_message(err, exc)}") from None
+        self.n_in = len(_model_io(model_bytes)[0])
+        self.n_out = len(_model_io(model_bytes)[1])
+        self.inputs = [self.it.get_input_details(i) for i in range(self.n_in)]
+        self.outputs = [self.it.get_output_details(i) for i in range(self.n_out)]
+
+    def input_quant(self, i):
+        q = self.inputs[i]["quantization_parameters"]
+        return float(q["scales"][0]), int(q["zero_points"][0])
+
+    def output_quant(self, i):
+        q = self.outputs[i]["quantization_parameters"]
+        return float(q["scales"][0]), int(q["zero_points"][0])
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        with capture_stderr() as err:
+            try:
+                for i, a in enumerate(arrays):
+                    self.it.set_input(a.reshape(self.inputs[i]["shape"]), i)
+                self.it.invoke()
+                exc = None
+            except Exception as e:  # noqa: BLE001
+                exc = e
+        if exc is not None:
+            raise TFLMError(f"TFLM cannot run the model: {_tflm_message(err, exc)}") from None
+        return [np.array(self.it.get_output(i)) for i in range(self.n_out)]
+
+    def reset(self):
+        self.it.reset()
+
+    def arena_bytes(self) -> int | None:
+        with capture_stderr() as err:
+            self.it.print_allocations()
+        m = re.search(r"Arena allocation total (\d+) bytes", "".join(err))
+        return int(m.group(1)) if m else None
+
+
+def _tflm_message(err: list[str], exc: Exception) -> str:
+    text = " ".join(line.strip() for line in "".join(err).splitlines() if line.strip())
+    return f"{text} ({exc})" if text else str(exc)
+
+
+def _model_io(model_bytes: bytes):
+    from keras_lowprec.export import flatbuffer
+
+    m = flatbuffer.read(model_bytes)
+    return list(m.subgraphs[0].inputs), list(m.subgraphs[0].outputs)
+
+
+# -- running whole sequences ---------------------------------------------------------------
+def run_sequences(runner: _Runner, x: np.ndarray, mode: str, n_states: int = 0,
+                  progress: Callable[[int, int], None] | None = None, timings: list | None = None) -> np.ndarray:
+    """Dequantized outputs of ``runner`` for each sequence of ``x`` (N, T, F).
+
+    sequence mode: one invoke per sequence. stream mode: one invoke per step, the int8
+    output states copied into the input states (they share quantization), final output kept.
+    """
+    in_s, in_zp = runner.input_quant(0)
+    out_s, out_zp = runner.output_quant(0)
+    results = []
+    for n, seq in enumerate(x):
+        runner.reset()
+        if mode == "sequence":
+            t0 = time.perf_counter()
+            (y,) = runner.run([quantize(seq[None], in_s, in_zp)])[:1]
+            if timings is not None:
+                timings.append(time.perf_counter() - t0)
+            results.append(dequantize(y, out_s, out_zp)[0])
+        else:
+            states = []
+            for i in range(n_states):
+                s, zp = runner.input_quant(1 + i)
+                shape = runner.inputs[1 + i]["shape"]
+                states.append(quantize(np.zeros(tuple(shape), np.float32), s, zp))  # zero state
+            y = None
+            for t in range(seq.shape[0]):
+                t0 = time.perf_counter()
+                outs = runner.run([quantize(seq[t][None], in_s, in_zp), *states])
+                if timings is not None:
+                    timings.append(time.perf_counter() - t0)
+                y = outs[0]
+                states = [o.astype(np.int8) for o in outs[1:1 + n_states]]
+            results.append(dequantize(y, out_s, out_zp)[0])
+        if progress is not None:
+            progress(n + 1, len(x))
+    return np.stack(results)
+
+
+def compare(reference: np.ndarray, got: np.ndarray) -> dict:
+    ref = reference.reshape(len(reference), -1)
+    out = got.reshape(len(got), -1)
+    report = {"max_abs_error": float(np.max(np.abs(ref - out))) if ref.size else 0.0,
+              "mean_abs_error": float(np.mean(np.abs(ref - out))) if ref.size else 0.0}
+    if reference.shape[-1] > 1:
+        a = np.argmax(reference, axis=-1)
+        b = np.argmax(got, axis=-1)
+        report["argmax_agreement"] = float(np.mean(a == b))
+    return report
