@@ -22,7 +22,7 @@ rng = np.random.RandomState(0)
 x = rng.randn(64, 6, 3).astype("float32")
 y = (x[:, :, 0].sum(axis=1) > 0).astype("int32")
 {setup}
-with scope:
+with make_scope():
     model = keras.Sequential([
         keras.Input((6, 3)),
         L.TernaryLSTM(8, stochastic=True, return_sequences=True),
@@ -42,6 +42,12 @@ for name, v in cell.master_weights().items():
     assert np.abs(np.asarray(v)).max() <= lim * (1 + 1e-6), name
 p1 = model.predict(x, verbose=0); p2 = model.predict(x, verbose=0)
 assert np.array_equal(p1, p2), "inference must be deterministic"
+# fresh rounding noise at every compiled training step (not frozen at trace time)
+with make_scope():
+    probe = keras.Sequential([keras.Input((6, 3)), L.TernaryLSTM(8, stochastic=True), keras.layers.Dense(1)])
+    probe.compile(keras.optimizers.SGD(0.0), "mse")
+losses = [float(probe.train_on_batch(x, y.astype("float32"))) for _ in range(3)]
+assert len(set(losses)) == 3, losses
 print("OK", keras.backend.backend(), hist.history["loss"][0], hist.history["loss"][-1])
 """
 
@@ -56,7 +62,7 @@ def _run(script: str, backend: str) -> str:
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
 def test_fit_under_jax_backend():
-    out = _run(FIT_SCRIPT.format(setup="import contextlib; scope = contextlib.nullcontext()"), "jax")
+    out = _run(FIT_SCRIPT.format(setup="import contextlib; make_scope = contextlib.nullcontext"), "jax")
     assert "OK jax" in out
 
 
@@ -67,7 +73,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 assert strategy.num_replicas_in_sync == 2
-scope = strategy.scope()
+make_scope = strategy.scope
 """
     out = _run(FIT_SCRIPT.format(setup=setup), "tensorflow")
     assert "OK tensorflow" in out

@@ -331,3 +331,13 @@ def test_unknown_input_width_is_a_clear_error():
     layer = L.TernaryDense(3)
     with pytest.raises(ValueError, match="last input dimension"):
         layer.build((None, None))
+
+
+def test_compiled_training_steps_draw_fresh_noise():
+    x = _data()
+    model = keras.Sequential([keras.Input((6, 5)), L.ExponentialGRU(8, stochastic=True), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.0), "mse")  # weights never change
+    losses = [float(model.train_on_batch(x, np.ones((4, 1)))) for _ in range(3)]
+    assert len(set(losses)) == 3, losses
+    deterministic = [float(model.test_on_batch(x, np.ones((4, 1)))) for _ in range(2)]
+    assert deterministic[0] == deterministic[1]
