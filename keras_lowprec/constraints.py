@@ -12,7 +12,6 @@ known. ``None`` turns clipping off; any other Keras constraint is used as given.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
@@ -34,7 +33,7 @@ class Clip(keras.constraints.Constraint):
     """
 
     def __init__(self, max_value: float):
-        if not (isinstance(max_value, (int, float)) and math.isfinite(max_value) and max_value > 0):
+        if not quantizers_lib.is_positive_real(max_value):
             raise ValueError(f"Clip: `max_value` must be a positive finite number, got {max_value!r}.")
         self.max_value = float(max_value)
 

@@ -218,14 +218,14 @@ def _download_ptb(cache_dir=None) -> dict:
     return files
 
 
-def ptb_chars(data_dir=None, *, cache_dir=None) -> PTBChars:
+def ptb_chars(data_dir=None, *, download_dir=None) -> PTBChars:
     """Character-level Penn Treebank (Mikolov's preprocessing), train/valid/test streams.
 
     Args:
         data_dir: folder with ``ptb.char.{train,valid,test}.txt`` (or the word-level
             ``ptb.{train,valid,test}.txt``; the character streams are then derived from
             them). ``None``: ``$KERAS_LOWPREC_DATA``, else download into the Keras cache.
-        cache_dir: Keras cache root for the download (default ``~/.keras``).
+        download_dir: cache root of the download (default: Keras's, ``~/.keras``).
 
     Returns:
         :class:`PTBChars` with ``int32`` index arrays and the vocabulary (built from the
@@ -244,7 +244,7 @@ def ptb_chars(data_dir=None, *, cache_dir=None) -> PTBChars:
                 "(directly or under ptb/)."
             )
     else:
-        files = _download_ptb(cache_dir)
+        files = _download_ptb(download_dir)
     streams = {}
     for split, (path, reader) in files.items():
         _verify(path, PTB_SHA256[path.name])
@@ -452,12 +452,13 @@ def fsdd(
     split: str = "conventional",
     fold: int | str = 0,
     validation_speaker: str | None = None,
-    normalize: str | None = "utterance",
+    normalize: str | None = "global",
     num_mel_bins: int = 40,
     num_mfcc: int = 13,
     frame_length_ms: float = 25.0,
     frame_step_ms: float = 10.0,
     cache_dir=None,
+    download_dir=None,
 ) -> FSDDData:
     """Free Spoken Digit Dataset as padded log-mel or MFCC frame sequences.
 
@@ -477,7 +478,9 @@ def fsdd(
     ``features="mfcc"`` the first ``num_mfcc`` cepstral coefficients of those.
 
     ``normalize``: ``"utterance"`` — mean and variance normalization of each feature over
-    the real frames of each utterance (speaker/channel robust); ``"global"`` — one mean
+    the real frames of each utterance (speaker/channel robust); ``"cmn"`` — cepstral mean
+    normalization: each utterance's own mean removed, then one standard deviation per
+    feature from the training split; ``"global"`` — one mean
     and standard deviation per feature from the training split's real frames; ``None`` —
     raw features. Padding stays exactly zero in every case (see :class:`SequenceSplit`).
 
@@ -486,7 +489,8 @@ def fsdd(
             in ``recordings/`` or ``fsdd/recordings/``). ``None``: ``$KERAS_LOWPREC_DATA``,
             else download FSDD v1.0.10 into the Keras cache.
         cache_dir: feature cache root (default ``$KERAS_LOWPREC_CACHE`` or
-            ``~/.keras/keras_lowprec``); the download goes to the Keras cache.
+            ``~/.keras/keras_lowprec``).
+        download_dir: cache root of the download (default: Keras's, ``~/.keras``).
 
     Raises:
         ChecksumError: the recordings differ from the known FSDD v1.0.10 set.
@@ -496,8 +500,8 @@ def fsdd(
         raise ValueError(f"features must be 'logmel' or 'mfcc', got {features!r}.")
     if split not in ("conventional", "speaker"):
         raise ValueError(f"split must be 'conventional' or 'speaker', got {split!r}.")
-    if normalize not in ("utterance", "global", None, "none"):
-        raise ValueError(f"normalize must be 'utterance', 'global' or None, got {normalize!r}.")
+    if normalize not in ("utterance", "cmn", "global", None, "none"):
+        raise ValueError(f"normalize must be 'utterance', 'cmn', 'global' or None, got {normalize!r}.")
     normalize = None if normalize == "none" else normalize
 
     root = _resolve_data_dir(data_dir)
@@ -507,7 +511,7 @@ def fsdd(
             raise FileNotFoundError(f"{root} holds no {{digit}}_{{speaker}}_{{index}}.wav recordings "
                                     "(directly, in recordings/ or in fsdd/recordings/).")
     else:
-        folder = _download_fsdd(None)
+        folder = _download_fsdd(download_dir)
     names, manifest = _fsdd_manifest(folder)
     _check_fsdd(folder, names, manifest)
 
@@ -537,6 +541,11 @@ def fsdd(
 
     if normalize == "utterance":
         utterances = [(u - u.mean(0)) / (u.std(0) + 1e-5) for u in utterances]
+    elif normalize == "cmn":
+        utterances = [u - u.mean(0) for u in utterances]
+        train_frames = np.concatenate([u for u, keep in zip(utterances, parts["train"]) if keep])
+        std = train_frames.std(0) + 1e-5
+        utterances = [u / std for u in utterances]
     elif normalize == "global":
         train_frames = np.concatenate([u for u, keep in zip(utterances, parts["train"]) if keep])
         mean, std = train_frames.mean(0), train_frames.std(0) + 1e-5

@@ -4,8 +4,10 @@ Limited Numerical Precision", as Keras 3 objects.
 Every quantizer maps full-precision master weights ``W`` to a small set of levels
 ``Q(W)`` and passes the gradient straight through:
 
-* ``quantizer(w, training=True)`` returns ``w + stop_gradient(Q(w) - w)``: the
-  forward value is ``Q(w)``, the gradient with respect to ``w`` is the identity.
+* ``quantizer(w, training=True)`` returns ``Q(w) + (w - stop_gradient(w))``: the
+  forward value is ``Q(w)`` bit for bit, the gradient with respect to ``w`` is the
+  identity (the straight-through estimator ``w + stop_gradient(Q(w) - w)``, without
+  its float rounding error).
   Stochastic quantizers draw fresh randomness here, from the ``seed`` generator.
 * ``quantizer(w, training=False)`` returns the **deterministic** rounding ``Q(w)``
   itself, also for a stochastic quantizer (inference and export use it).
@@ -23,6 +25,7 @@ out as ``NaN`` so that an exporter can refuse them. Finite input never gives ``N
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable
 
 import keras
@@ -43,6 +46,7 @@ __all__ = [
 ]
 
 _PACKAGE = "keras_lowprec"
+_F32_MIN_EXP, _F32_MAX_EXP = -126, 127
 
 
 def glorot_bound(fan_in: int, units: int) -> float:
@@ -64,12 +68,16 @@ def _bound_from_shape(shape: tuple, name: str) -> float:
 
 
 def _straight_through(w, q, training: bool):
-    """Forward value ``q``; gradient identity to ``w`` in training. NaN for non-finite ``w``."""
-    # ``w - w`` is 0 for finite weights and NaN for NaN/inf: non-finite stays visible.
-    q = ops.add(q, ops.subtract(w, w))
+    """Forward value exactly ``q``; in training, gradient identity to ``w``.
+
+    ``q + (w - stop_gradient(w))`` has the gradient of ``w + stop_gradient(q - w)``
+    but its value is ``q`` bit for bit (the added term is exactly 0), also for weights
+    far outside the level range. ``w - w`` is 0 for finite weights and NaN for NaN/inf,
+    so non-finite master weights stay visible.
+    """
     if training:
-        return ops.add(w, ops.stop_gradient(ops.subtract(q, w)))
-    return q
+        return ops.add(q, ops.subtract(w, ops.stop_gradient(w)))
+    return ops.add(q, ops.subtract(w, w))
 
 
 def _uniform_like(w, seed):
@@ -171,9 +179,28 @@ def _f32(x: float) -> float:
     return float(np.float32(x))
 
 
+def is_positive_real(value) -> bool:
+    """A finite number > 0 (Python or NumPy scalar), not a bool."""
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, (bool, np.bool_))
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
 def _check_positive(owner: str, name: str, value: float | None) -> None:
-    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if value is not None and not is_positive_real(value):
         raise ValueError(f"{owner}: `{name}` must be a positive finite number, got {value!r}.")
+
+
+def _check_exponents(owner: str, name: str, low: int, high: int) -> None:
+    """Levels 2^low .. 2^high must be normal float32 numbers."""
+    if low < _F32_MIN_EXP or high > _F32_MAX_EXP:
+        raise ValueError(
+            f"{owner}: `{name}` gives levels 2^{low}..2^{high}; float32 holds normal powers of two "
+            f"2^{_F32_MIN_EXP}..2^{_F32_MAX_EXP} only."
+        )
 
 
 def _check_int(owner: str, name: str, value: int | None, minimum: int | None = None) -> None:
@@ -185,8 +212,32 @@ def _check_int(owner: str, name: str, value: int | None, minimum: int | None = N
         raise ValueError(f"{owner}: `{name}` must be >= {minimum}, got {value}.")
 
 
+class _MagnitudeQuantizer(Quantizer):
+    """A quantizer whose levels are multiples of one magnitude: ``scale`` if given,
+    else ``default_fraction_of_bound * G``."""
+
+    default_fraction_of_bound = 1.0
+
+    def __init__(self, scale: float | None = None, stochastic: bool = False, seed: int | None = None):
+        _check_positive(type(self).__name__, "scale", scale)
+        super().__init__(stochastic=stochastic, seed=seed)
+        self.scale = None if scale is None else float(scale)
+
+    def needs_glorot_bound(self) -> bool:
+        return self.scale is None
+
+    def magnitude(self, glorot_bound: float | None) -> float:
+        """The level magnitude (float32-exact) for a weight with this Glorot bound."""
+        if self.scale is not None:
+            return _f32(self.scale)
+        return _f32(_require(glorot_bound, self) * self.default_fraction_of_bound)
+
+    def get_config(self):
+        return {"scale": self.scale, **super().get_config()}
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class Binary(Quantizer):
+class Binary(_MagnitudeQuantizer):
     """Binarization (BinaryConnect): levels ``{-H, +H}``.
 
     * deterministic: ``+H if W >= 0 else -H``;
@@ -200,17 +251,7 @@ class Binary(Quantizer):
 
     precision = 1
     method = "binary"
-
-    def __init__(self, scale: float | None = None, stochastic: bool = False, seed: int | None = None):
-        _check_positive("Binary", "scale", scale)
-        super().__init__(stochastic=stochastic, seed=seed)
-        self.scale = scale
-
-    def needs_glorot_bound(self) -> bool:
-        return self.scale is None
-
-    def magnitude(self, glorot_bound: float | None) -> float:
-        return _f32(self.scale if self.scale is not None else _require(glorot_bound, self) / 2.0)
+    default_fraction_of_bound = 0.5
 
     def levels(self, glorot_bound=None):
         h = self.magnitude(glorot_bound)
@@ -224,9 +265,6 @@ class Binary(Quantizer):
             p = ops.clip((w / h + 1.0) / 2.0, 0.0, 1.0)
             positive = ops.less(noise, p)
         return ops.where(positive, h, -h)
-
-    def get_config(self):
-        return {"scale": self.scale, **super().get_config()}
 
 
 def _require(glorot_bound, quantizer) -> float:
@@ -255,7 +293,7 @@ def _ternary_round(w, level, noise):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class Ternary(Quantizer):
+class Ternary(_MagnitudeQuantizer):
     """Ternarization (TernaryConnect): levels ``{-W0, 0, +W0}``.
 
     * deterministic: ``+W0 if W > W0/2``, ``-W0 if W < -W0/2``, else 0;
@@ -267,17 +305,7 @@ class Ternary(Quantizer):
 
     precision = 2
     method = "ternary"
-
-    def __init__(self, scale: float | None = None, stochastic: bool = False, seed: int | None = None):
-        _check_positive("Ternary", "scale", scale)
-        super().__init__(stochastic=stochastic, seed=seed)
-        self.scale = scale
-
-    def needs_glorot_bound(self) -> bool:
-        return self.scale is None
-
-    def magnitude(self, glorot_bound: float | None) -> float:
-        return _f32(self.scale if self.scale is not None else _require(glorot_bound, self))
+    default_fraction_of_bound = 1.0
 
     def levels(self, glorot_bound=None):
         w0 = self.magnitude(glorot_bound)
@@ -285,9 +313,6 @@ class Ternary(Quantizer):
 
     def _round(self, w, bound, noise):
         return _ternary_round(w, self.magnitude(bound), noise)
-
-    def get_config(self):
-        return {"scale": self.scale, **super().get_config()}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -309,6 +334,8 @@ class Pow2Ternary(Quantizer):
 
     def __init__(self, exponent: int | None = None, stochastic: bool = False, seed: int | None = None):
         _check_int("Pow2Ternary", "exponent", exponent)
+        if exponent is not None:
+            _check_exponents("Pow2Ternary", "exponent", int(exponent), int(exponent))
         super().__init__(stochastic=stochastic, seed=seed)
         self.exponent = None if exponent is None else int(exponent)
 
@@ -361,6 +388,8 @@ class Exponential(Quantizer):
     ):
         _check_int("Exponential", "max_exponent", max_exponent)
         _check_int("Exponential", "num_levels", num_levels, minimum=1)
+        if max_exponent is not None:
+            _check_exponents("Exponential", "max_exponent", max_exponent - num_levels + 1, max_exponent)
         super().__init__(stochastic=stochastic, seed=seed)
         self.max_exponent = None if max_exponent is None else int(max_exponent)
         self.num_levels = int(num_levels)

@@ -111,4 +111,6 @@ def model_ops_h(ops: list[str]) -> str:
 
 
 def report_json(report: dict) -> str:
-    return json.dumps(report, indent=2, sort_keys=True, default=float) + "\n"
+    from keras_lowprec.export.flatbuffer import json_default
+
+    return json.dumps(report, indent=2, sort_keys=True, default=json_default) + "\n"

@@ -139,6 +139,12 @@ def check_integer_only(model) -> None:
                 tn = t.name.decode() if isinstance(t.name, bytes) else t.name
                 problems.append(f"{name} with {tname} tensor '{tn}'")
                 break
+    for t in sg.tensors:
+        sig = t.shapeSignature
+        if sig is not None and any(int(d) < 0 for d in sig):
+            tn = t.name.decode() if isinstance(t.name, bytes) else t.name
+            problems.append(f"dynamic shape {list(map(int, sig))} of tensor '{tn}'")
+            break
     for idx in list(sg.inputs) + list(sg.outputs):
         if type_name(sg.tensors[idx].type) != "INT8":
             problems.append(f"model input/output of type {type_name(sg.tensors[idx].type)}")
@@ -178,21 +184,28 @@ def _consumers(sg) -> dict[int, list[tuple[Any, int]]]:
     return out
 
 
+def _pieces(w):
+    """The arrays a weight can appear as in the graph: whole, or one gate (and one bias row)."""
+    v = w.value
+    rows = [v] if not (v.ndim == 2 and w.name == "bias") else list(v)  # GRU bias: (input, recurrent)
+    for row in rows:
+        yield row
+        if w.gates > 1:
+            u = row.shape[-1] // w.gates
+            for g in range(w.gates):
+                yield row[..., g * u:(g + 1) * u]
+
+
 def _candidates(weights, shape: tuple[int, ...], as_fc_weight: bool):
     """(weight, layout array) pairs whose layout has ``shape``."""
     size = int(np.prod(shape)) if shape else 1
     for w in weights:
-        v = w.value
-        if as_fc_weight:
-            if v.ndim == 2 and v.T.shape == tuple(shape):
-                yield w, np.ascontiguousarray(v.T)
-        else:
-            if v.ndim == 1 and v.size == size:
-                yield w, v.reshape(shape)
-            elif v.ndim == 2 and w.name == "bias":  # GRU (2, 3U): one row at a time
-                for row in v:
-                    if row.size == size:
-                        yield w, row.reshape(shape)
+        for piece in _pieces(w):
+            if as_fc_weight:
+                if piece.ndim == 2 and piece.T.shape == tuple(shape):
+                    yield w, np.ascontiguousarray(piece.T)
+            elif piece.ndim == 1 and piece.size == size:
+                yield w, piece.reshape(shape)
 
 
 def _match(weights, tensor, deq: np.ndarray, as_fc_weight: bool):
@@ -213,7 +226,7 @@ def _match(weights, tensor, deq: np.ndarray, as_fc_weight: bool):
     return best
 
 
-def encode_weights(model, weights) -> list[TensorRecord]:
+def encode_weights(model, weights, optional: tuple[str, ...] = ()) -> list[TensorRecord]:
     """Finds the model's rounded weights in the graph and rewrites them exactly.
 
     Returns one record per constant int8/int32 weight-like tensor. Raises
@@ -272,7 +285,8 @@ def encode_weights(model, weights) -> list[TensorRecord]:
         tensor.quantization.quantizedDimension = axis
         records.append(TensorRecord(idx, name, list(q.shape), used_by, w.key, w.encoding, [float(s)],
                                     True, 0.0, sorted({int(c) for c in np.unique(codes)})))
-    missing = [w.key for w in weights if w.scale is not None and w.key not in found and w.name != "bias"]
+    missing = [w.key for w in weights if w.scale is not None and w.key not in found and w.name != "bias"
+               and w.key not in optional and np.any(w.value != 0)]
     if missing:
         raise ExactnessError(
             "could not locate these rounded weights in the converted graph (the converter folded them "
@@ -315,8 +329,7 @@ def requantize_biases(model, old_bias: dict[int, np.ndarray], weights=()) -> lis
         for w in weights:
             if w.name != "bias":
                 continue
-            rows = [w.value] if w.value.ndim == 1 else list(w.value)
-            for row in rows:
+            for row in _pieces(w):
                 if row.size == n:
                     e = float(np.max(np.abs(deq - row.astype(np.float64))))
                     if best is None or e < best[1]:
@@ -354,11 +367,20 @@ def share_state_quantization(model, pairs: list[tuple[int, int]]) -> None:
     requantize_biases(model, old_bias)
 
 
+def json_default(obj):
+    """JSON for numpy scalars and arrays."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
 # -- metadata and io ---------------------------------------------------------------------
 def add_metadata(model, name: str, payload: dict) -> None:
     schema = _schema()
     buf = schema.BufferT()
-    buf.data = np.frombuffer(json.dumps(payload, sort_keys=True).encode(), dtype=np.uint8).copy()
+    buf.data = np.frombuffer(json.dumps(payload, sort_keys=True, default=json_default).encode(), dtype=np.uint8).copy()
     model.buffers.append(buf)
     meta = schema.MetadataT()
     meta.name = name

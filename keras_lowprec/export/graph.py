@@ -60,6 +60,7 @@ class WeightInfo:
     encoding: str  # "ternary", "binary", "shift" or "int8"
     scale: float | None  # the exact int8 scale (None: the converter's plain int8)
     levels: np.ndarray | None = None
+    gates: int = 1  # gate matrices side by side along the last axis (LSTM 4, GRU 3)
 
     @property
     def key(self) -> str:
@@ -72,7 +73,8 @@ class Stage:
     layer: Any
     name: str
     per_step: bool = True
-    cell: Any = None  # float twin cell (rnn)
+    cell: Any = None  # (None, {weight name: rounded value}) (rnn)
+    pieces: Any = None  # per-gate weight arrays (rnn), see gate_pieces
     twin: Any = None  # float twin layer (dense)
     units: int = 0
     n_states: int = 0
@@ -170,7 +172,7 @@ def _check_finite(layer) -> None:
             )
 
 
-def _quant_weights(obj, layer_name: str) -> list[WeightInfo]:
+def _quant_weights(obj, layer_name: str, gates: int = 1) -> list[WeightInfo]:
     """Rounded weights of a Quant cell / QuantDense, or float weights of a Keras one."""
     out = []
     rounded = obj.quantized_weights(training=False) if hasattr(obj, "quantized_weights") else None
@@ -199,21 +201,8 @@ def _quant_weights(obj, layer_name: str) -> list[WeightInfo]:
                     f"the quantizer's levels {levels.tolist()}."
                 )
         out.append(WeightInfo(layer_name, name, value, None if quantizer is None else quantizer.method,
-                              encoding, scale, levels))
+                              encoding, scale, levels, gates))
     return out
-
-
-def _twin_cell(layer, weights: list[WeightInfo]):
-    import keras
-
-    base = {"LSTM": keras.layers.LSTMCell, "GRU": keras.layers.GRUCell, "SimpleRNN": keras.layers.SimpleRNNCell}[
-        _base_name(layer)
-    ]
-    config = layer.cell.get_config()
-    allowed = set(base(1).get_config())
-    kwargs = {k: config[k] for k in _CELL_MATH_ARGS if k in config and k in allowed}
-    cell = base(name=f"{layer.name}_twin", **kwargs)
-    return cell, {w.name: w.value for w in weights}
 
 
 def _twin_dense(layer, weights: list[WeightInfo]):
@@ -277,8 +266,9 @@ def analyze(model, timesteps: int | None, mode: str) -> Plan:
                     f"layer '{layer.name}' ({cls}): stateful=True is not supported; export the non-stateful "
                     "model (mode='stream' carries the state between invokes)."
                 )
-            weights = _quant_weights(layer.cell, layer.name)
-            cell, values = _twin_cell(layer, weights)
+            weights = _quant_weights(layer.cell, layer.name, _GATES[base])
+            values = {w.name: w.value for w in weights}
+            cell = None
             n_states = 2 if base == "LSTM" else 1
             stage = Stage("rnn", layer, layer.name, cell=(cell, values), units=int(layer.cell.units),
                           n_states=n_states, return_sequences=bool(layer.return_sequences))
@@ -330,16 +320,83 @@ def analyze(model, timesteps: int | None, mode: str) -> Plan:
 
 
 # -- twin functions --------------------------------------------------------------------
+# The recurrent cells are written out gate by gate (one matrix product per gate and
+# input) instead of calling Keras's cells: Keras computes all gates with one product and
+# SPLITs the result, and when a gate output is unused (e.g. the forget gate at t=0, where
+# c_0 = 0) the converter can leave that SPLIT in float. The math is Keras's own
+# (gate order i, f, c, o for LSTM; z, r, h for GRU, reset_after or not).
+_GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
+
+
+def gate_pieces(stage: "Stage") -> dict[str, dict[str, np.ndarray]]:
+    """Per gate ``{"W": (in, U), "U": (U, U), "b": (U,) or None, "rb": (U,) or None}``."""
+    values = stage.cell[1]
+    base = _base_name(stage.layer)
+    n, u = _GATES[base], stage.units
+    names = {"LSTM": "ifco", "GRU": "zrh", "SimpleRNN": "h"}[base]
+    out = {}
+    bias = values.get("bias")
+    for g in range(n):
+        cols = slice(g * u, (g + 1) * u)
+        piece = {"W": values["kernel"][:, cols], "U": values["recurrent_kernel"][:, cols], "b": None, "rb": None}
+        if bias is not None:
+            if bias.ndim == 2:  # GRU reset_after: (input bias, recurrent bias)
+                piece["b"], piece["rb"] = bias[0][cols], bias[1][cols]
+            else:
+                piece["b"] = bias[cols]
+        out[names[g]] = piece
+    return out
+
+
+def _rnn_step(stage: "Stage", x, states):
+    """One step of the stage's cell in TF ops; returns ``(h, new_states)``."""
+    import keras
+    import tensorflow as tf
+
+    base = _base_name(stage.layer)
+    cell = stage.layer.cell
+    act = keras.activations.get(cell.activation)
+    rec_act = keras.activations.get(getattr(cell, "recurrent_activation", None) or "sigmoid")
+    pieces = stage.pieces
+
+    def lin(p, inp, which):
+        return tf.matmul(inp, tf.constant(p[which]))
+
+    def with_bias(z, b):
+        return z if b is None else z + tf.constant(b)
+
+    h = states[0]
+    if base == "SimpleRNN":
+        p = pieces["h"]
+        h_new = act(with_bias(lin(p, x, "W"), p["b"]) + lin(p, h, "U"))
+        return h_new, [h_new]
+    if base == "LSTM":
+        c = states[1]
+        z = {g: with_bias(lin(p, x, "W") + lin(p, h, "U"), p["b"]) for g, p in pieces.items()}
+        i, f, o = rec_act(z["i"]), rec_act(z["f"]), rec_act(z["o"])
+        c_new = f * c + i * act(z["c"])
+        h_new = o * act(c_new)
+        return h_new, [h_new, c_new]
+    # GRU
+    reset_after = bool(getattr(cell, "reset_after", True))
+    px = {g: with_bias(lin(p, x, "W"), p["b"]) for g, p in pieces.items()}
+    if reset_after:
+        ph = {g: with_bias(lin(p, h, "U"), p["rb"]) for g, p in pieces.items()}
+        z = rec_act(px["z"] + ph["z"])
+        r = rec_act(px["r"] + ph["r"])
+        hh = act(px["h"] + r * ph["h"])
+    else:
+        z = rec_act(px["z"] + lin(pieces["z"], h, "U"))
+        r = rec_act(px["r"] + lin(pieces["r"], h, "U"))
+        hh = act(px["h"] + lin(pieces["h"], r * h, "U"))
+    h_new = z * h + (1.0 - z) * hh
+    return h_new, [h_new]
+
+
 def _build_twins(plan: Plan) -> None:
     for stage in plan.stages:
-        if stage.kind == "rnn" and not getattr(stage, "_built", False):
-            cell, values = stage.cell
-            in_dim = stage.layer.cell.kernel.shape[0]
-            cell.build((1, in_dim))
-            for name, value in values.items():
-                getattr(cell, name).assign(value)
-            stage.cell = (cell, values)
-            stage._built = True
+        if stage.kind == "rnn" and getattr(stage, "pieces", None) is None:
+            stage.pieces = gate_pieces(stage)
         if stage.kind == "dense" and not getattr(stage, "_built", False):
             twin, values = stage.twin
             twin.build((1, stage.layer.kernel.shape[0]))
@@ -365,27 +422,23 @@ def sequence_function(plan: Plan) -> Callable:
 
     @tf.function(input_signature=[tf.TensorSpec((1, T, F), tf.float32, name="input")])
     def sequence(x):
-        seq = True
         for stage in plan.stages:
             if stage.kind == "rnn":
-                cell = stage.cell[0]
                 states = [tf.zeros((1, stage.units), tf.float32) for _ in range(stage.n_states)]
                 outs = []
                 for t in range(T):
-                    h, states = cell(x[:, t, :], states, training=False)
-                    states = list(states) if isinstance(states, (list, tuple)) else [states]
+                    h, states = _rnn_step(stage, x[:, t, :], states)
                     outs.append(h)
                 x = tf.stack(outs, axis=1) if stage.return_sequences else outs[-1]
-                seq = stage.return_sequences
             else:
                 x = _apply(stage, x)
-        return {"output": x}
+        return x
 
     return sequence
 
 
 def step_function(plan: Plan) -> Callable:
-    """``tf.function`` of ``(x_t (1, F), *states (1, U))`` -> ``{"output", "state_i"}``."""
+    """``tf.function`` of ``(x_t (1, F), *states (1, U))`` -> ``(y_t, *new_states)``."""
     import tensorflow as tf
 
     _build_twins(plan)
@@ -394,28 +447,22 @@ def step_function(plan: Plan) -> Callable:
 
     @tf.function(input_signature=specs)
     def step(x, *states):
-        out = {}
+        new_states = []
         k = 0
         for stage in plan.stages:
             if stage.kind == "rnn":
-                cell = stage.cell[0]
-                st = list(states[k:k + stage.n_states])
-                h, new = cell(x, st, training=False)
-                new = list(new) if isinstance(new, (list, tuple)) else [new]
-                for j, s in enumerate(new):
-                    out[f"state_{k + j}"] = s
+                x, new = _rnn_step(stage, x, list(states[k:k + stage.n_states]))
+                new_states.extend(new)
                 k += stage.n_states
-                x = h
             else:
                 x = _apply(stage, x)
-        out["output"] = x
-        return out
+        return (x, *new_states)
 
     return step
 
 
 def stream_reference(plan: Plan, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Runs the float step twin over ``x`` (N, T, F): per-step calibration inputs and final outputs.
+    """Runs the float step twin over ``x`` (N, T, F): per-step calibration inputs and outputs.
 
     Returns ``(samples, outputs)`` where ``samples`` is a list of ``[x_t, *states]`` float32
     arrays (batch 1) and ``outputs`` the per-step outputs ``(N, T, ...)``.
@@ -429,7 +476,7 @@ def stream_reference(plan: Plan, x: np.ndarray) -> tuple[list[np.ndarray], np.nd
             xt = seq[t][None, :].astype(np.float32)
             samples.append([xt, *states])
             res = step(xt, *states)
-            states = [res[f"state_{i}"].numpy() for i in range(len(states))]
-            outs.append(res["output"].numpy()[0])
+            states = [r.numpy() for r in res[1:]]
+            outs.append(res[0].numpy()[0])
         outputs.append(np.stack(outs))
     return samples, np.stack(outputs)

@@ -57,9 +57,11 @@ class _Runner:
 
 class LiteRTRunner(_Runner):
     def __init__(self, model_bytes: bytes):
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        self.it = Interpreter(model_content=model_bytes)
+        # Reference kernels without the XNNPACK delegate: the closest to TFLM's kernels.
+        self.it = Interpreter(model_content=model_bytes,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         self.it.allocate_tensors()
         self.inputs = self.it.get_input_details()
         self.outputs = self.it.get_output_details()
@@ -140,6 +142,50 @@ def _model_io(model_bytes: bytes):
     return list(m.subgraphs[0].inputs), list(m.subgraphs[0].outputs)
 
 
+_PROBE = """
+import sys
+import numpy as np
+from tflite_micro import runtime
+it = runtime.Interpreter.from_bytes(open(sys.argv[1], "rb").read(), arena_size=int(sys.argv[2]))
+n = int(sys.argv[3])
+for i in range(n):
+    d = it.get_input_details(i)
+    it.set_input(np.zeros(tuple(d["shape"]), d["dtype"]), i)
+it.invoke()
+print("ok")
+"""
+
+
+def probe_tflm(model_bytes: bytes, n_inputs: int, arena_size: int = DEFAULT_ARENA, timeout: float = 120.0) -> None:
+    """Loads and invokes the model once in TFLM in a child process.
+
+    Some models make TFLM abort the whole process (e.g. a kernel's check on a degenerate
+    quantization scale) instead of returning an error; the child takes that hit and the
+    exporter raises ``TFLMError`` with what TFLM printed.
+    """
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.tflite")
+        with open(path, "wb") as fh:
+            fh.write(model_bytes)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        try:
+            proc = subprocess.run([sys.executable, "-c", _PROBE, path, str(arena_size), str(n_inputs)],
+                                  capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            raise TFLMError(f"TFLM did not finish loading and running the model within {timeout:.0f} s.") from None
+    if proc.returncode != 0 or "ok" not in proc.stdout:
+        text = " ".join(line.strip() for line in (proc.stderr or "").splitlines()
+                        if line.strip() and not line.startswith(("Traceback", "  File", "    ")))
+        how = f"exit status {proc.returncode}" if proc.returncode >= 0 else f"killed by signal {-proc.returncode}"
+        raise TFLMError(
+            f"TFLM cannot run the model ({how}): {text[-800:] or 'no message'}. A common cause is a layer whose "
+            "activations are all zero on the representative data (degenerate quantization scales); check "
+            "the data and the trained weights."
+        )
+
+
 # -- running whole sequences ---------------------------------------------------------------
 def run_sequences(runner: _Runner, x: np.ndarray, mode: str, n_states: int = 0,
                   progress: Callable[[int, int], None] | None = None, timings: list | None = None) -> np.ndarray:
@@ -183,7 +229,9 @@ def compare(reference: np.ndarray, got: np.ndarray) -> dict:
     ref = reference.reshape(len(reference), -1)
     out = got.reshape(len(got), -1)
     report = {"max_abs_error": float(np.max(np.abs(ref - out))) if ref.size else 0.0,
-              "mean_abs_error": float(np.mean(np.abs(ref - out))) if ref.size else 0.0}
+              "mean_abs_error": float(np.mean(np.abs(ref - out))) if ref.size else 0.0,
+              "reference_abs_max": float(np.max(np.abs(ref))) if ref.size else 0.0}
+    report["relative_max_abs_error"] = report["max_abs_error"] / max(report["reference_abs_max"], 1e-12)
     if reference.shape[-1] > 1:
         a = np.argmax(reference, axis=-1)
         b = np.argmax(got, axis=-1)

@@ -113,12 +113,23 @@ class _QuantRNNMixin:
     def get_config(self):
         return {**super().get_config(), **self.cell.quantizer_config()}
 
-
-def _check_use_cudnn(layer_name: str, use_cudnn) -> None:
-    if use_cudnn not in ("auto", True, False):
-        raise ValueError(
-            f"{layer_name}: invalid `use_cudnn`={use_cudnn!r}; expected one of 'auto', True, False."
-        )
+    def _init_cudnn(self, use_cudnn, **cudnn_kwargs) -> None:
+        """What ``keras.layers.LSTM/GRU.__init__`` does after ``RNN.__init__``."""
+        if use_cudnn not in ("auto", True, False):
+            raise ValueError(
+                f"{type(self).__name__}: invalid `use_cudnn`={use_cudnn!r}; expected one of 'auto', True, False."
+            )
+        self.input_spec = InputSpec(ndim=3)
+        self.use_cudnn = use_cudnn
+        cell = self.cell
+        if (
+            keras_backend.backend() == "tensorflow"
+            and keras_backend.cudnn_ok(
+                cell.activation, cell.recurrent_activation, self.unroll, cell.use_bias, **cudnn_kwargs
+            )
+            and use_cudnn in (True, "auto")
+        ):
+            self.supports_jit = False
 
 
 def _cell_common(kwargs: dict, name: str) -> dict:
@@ -270,17 +281,7 @@ class QuantGRU(_QuantRNNMixin, keras.layers.GRU):
             activity_regularizer=activity_regularizer,
             **kwargs,
         )
-        self.input_spec = InputSpec(ndim=3)
-        _check_use_cudnn(type(self).__name__, use_cudnn)
-        self.use_cudnn = use_cudnn
-        if (
-            keras_backend.backend() == "tensorflow"
-            and keras_backend.cudnn_ok(
-                cell.activation, cell.recurrent_activation, self.unroll, cell.use_bias, reset_after=reset_after
-            )
-            and use_cudnn in (True, "auto")
-        ):
-            self.supports_jit = False
+        self._init_cudnn(use_cudnn, reset_after=reset_after)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -358,12 +359,4 @@ class QuantLSTM(_QuantRNNMixin, keras.layers.LSTM):
             activity_regularizer=activity_regularizer,
             **kwargs,
         )
-        self.input_spec = InputSpec(ndim=3)
-        _check_use_cudnn(type(self).__name__, use_cudnn)
-        self.use_cudnn = use_cudnn
-        if (
-            keras_backend.backend() == "tensorflow"
-            and keras_backend.cudnn_ok(cell.activation, cell.recurrent_activation, self.unroll, cell.use_bias)
-            and use_cudnn in (True, "auto")
-        ):
-            self.supports_jit = False
+        self._init_cudnn(use_cudnn)

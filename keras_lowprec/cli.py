@@ -1,0 +1,178 @@
+"""The ``keras-lowprec`` command.
+
+    keras-lowprec export MODEL.keras --data CALIBRATION.npy --out DIR [--timesteps T] [--mode stream]
+
+Arguments are checked (files, array shape, values) with NumPy only, before TensorFlow is
+imported, so that a mistake gives one clear line and a non-zero exit instead of a screen
+of TensorFlow start-up logging and a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+EXIT_USAGE = 2  # bad command line or input files
+EXIT_EXPORT = 1  # the model could not be exported / verified
+
+PROG = "keras-lowprec"
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Tools for keras_lowprec models (RNNs with binary/ternary/pow2-ternary/exponential weights).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    exp = sub.add_parser(
+        "export",
+        help="export a trained model to an int8 TFLite model for TensorFlow Lite Micro",
+        description=(
+            "Export a trained .keras model to an int8 TFLite flatbuffer that runs on TensorFlow Lite Micro, "
+            "with exact ternary/binary weights and shift-encoded pow2-ternary/exponential weights. Writes "
+            "model.tflite, model_data.cc/.h, model_ops.h and report.json to --out, and verifies the model in "
+            "LiteRT and TFLM against Keras."
+        ),
+    )
+    exp.add_argument("model", metavar="MODEL.keras", help="trained model saved with model.save('...keras')")
+    exp.add_argument("--data", required=True, metavar="CALIBRATION.npy",
+                     help="float array (samples, timesteps, features) for calibration; its last fifth "
+                          "(with >= 10 samples) is held out for verification")
+    exp.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    exp.add_argument("--timesteps", type=int, default=None, metavar="T",
+                     help="sequence length (required for a model with a variable time axis in sequence mode)")
+    exp.add_argument("--mode", choices=("sequence", "stream"), default="sequence",
+                     help="sequence: whole sequence per invoke (default); stream: one step per invoke")
+    exp.add_argument("--no-verify", action="store_true", help="skip the LiteRT/TFLM verification")
+    exp.add_argument("--no-c-array", action="store_true", help="write only model.tflite and report.json")
+    exp.add_argument("--quiet", action="store_true", help="no progress display")
+    return parser
+
+
+def _check_export_args(args) -> None:
+    """Checks files and data with NumPy only; raises _UsageError with one line."""
+    import numpy as np
+
+    if not os.path.isfile(args.model):
+        raise _UsageError(f"model file not found: {args.model}")
+    if not args.model.endswith(".keras"):
+        raise _UsageError(f"expected a .keras model file (model.save('model.keras')), got: {args.model}")
+    if not os.path.isfile(args.data):
+        raise _UsageError(f"calibration data not found: {args.data}")
+    try:
+        data = np.load(args.data, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001
+        raise _UsageError(f"cannot read {args.data} as a .npy array: {err}") from None
+    if not hasattr(data, "ndim"):
+        raise _UsageError(f"{args.data}: expected one array (.npy), got an archive")
+    if data.ndim != 3:
+        raise _UsageError(f"{args.data}: expected shape (samples, timesteps, features), got {data.shape}")
+    if not np.issubdtype(data.dtype, np.number):
+        raise _UsageError(f"{args.data}: expected a numeric array, got dtype {data.dtype}")
+    if data.shape[0] < 1 or data.shape[1] < 1:
+        raise _UsageError(f"{args.data}: empty array of shape {data.shape}")
+    if not np.all(np.isfinite(data)):
+        raise _UsageError(f"{args.data}: contains NaN or inf values")
+    if args.timesteps is not None:
+        if args.timesteps < 1:
+            raise _UsageError(f"--timesteps must be a positive integer, got {args.timesteps}")
+        if args.mode == "sequence" and data.shape[1] != args.timesteps:
+            raise _UsageError(f"{args.data} has {data.shape[1]} timesteps but --timesteps is {args.timesteps}")
+    out = os.path.abspath(args.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise _UsageError(f"--out exists and is not a folder: {args.out}")
+    parent = out
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK):
+        raise _UsageError(f"--out is not writable: {args.out}")
+    args._data = data
+
+
+class _Progress:
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last = (None, 0.0)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        labels = {"calibrate": "calibrating", "litert": "verifying (LiteRT)", "tflm": "verifying (TFLM)"}
+        now = time.monotonic()
+        if self.tty:
+            end = "\n" if done == total else ""
+            print(f"\r{labels.get(stage, stage)}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+        elif done == total or stage != self.last[0] or now - self.last[1] > 2.0:
+            print(f"{labels.get(stage, stage)}: {done}/{total}", file=sys.stderr, flush=True)
+            self.last = (stage, now)
+
+
+def _export(args) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    import keras_lowprec  # noqa: F401 - registers the layers for loading
+    from keras_lowprec.export import ExportError, to_tflite
+
+    try:
+        model = keras.saving.load_model(args.model, compile=False)
+    except Exception as err:  # noqa: BLE001
+        print(f"{PROG}: error: cannot load {args.model}: {str(err).splitlines()[0] if str(err) else err}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = to_tflite(model, args._data, timesteps=args.timesteps, mode=args.mode, output_dir=args.out,
+                           c_array=not args.no_c_array, verify=not args.no_verify,
+                           progress=_Progress(args.quiet))
+    except ExportError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return EXIT_EXPORT
+    rep = result.report
+    lines = [
+        f"wrote {', '.join(sorted(os.path.basename(p) for p in result.paths.values()))} to {args.out}",
+        f"model {rep['model_bytes']} bytes, weights {rep['weight_bytes']} bytes, ops: {', '.join(result.ops)}",
+        f"weights exact: {rep['exactness']['all_exact']} ({rep['exactness']['exact_tensors']} exact tensors, "
+        f"{rep['exactness']['plain_int8_tensors']} plain int8)",
+    ]
+    if "verification" in rep:
+        v = rep["verification"]["tflm"]
+        agree = v.get("argmax_agreement")
+        lines.append(
+            f"TFLM vs Keras on {rep['verification']['samples']} sequences: max abs error {v['max_abs_error']:.4g}"
+            + (f", argmax agreement {agree:.1%}" if agree is not None else "")
+            + f"; arena {v['arena_bytes']} bytes, {v['us_per_invoke']:.0f} us per invoke"
+        )
+    print("\n".join(lines))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        _check_export_args(args)
+    except _UsageError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _export(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted (no partial files are left: each is written atomically)", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - one line, no traceback
+        print(f"{PROG}: error: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_EXPORT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

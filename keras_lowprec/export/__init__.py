@@ -1,0 +1,391 @@
+"""Export a trained keras_lowprec model to an int8 TFLite flatbuffer that runs on TFLM.
+
+Main entry point: :func:`to_tflite`. See ``export/README.md`` (top level of the
+repository) for how firmware consumes the files it writes.
+
+How it works:
+
+1. the model is read as a chain of layers (one handler per layer type, see ``graph``);
+2. a float twin with the layers' **deterministic rounded weights** is built at batch 1:
+   the whole sequence with the time loop unrolled (``mode="sequence"``) or one time step
+   with explicit state inputs/outputs (``mode="stream"``);
+3. the TFLite converter quantizes it to int8 (activations calibrated on the
+   representative data; int8 input and output; builtin int8 ops only);
+4. the flatbuffer is rewritten so that every weight tensor is **exact**: int8 code times
+   scale equals the rounded weight in float32 (ternary/binary: codes -1/0/1 and the level
+   as scale; pow2-ternary/exponential: shift codes ±2^j and a power-of-two scale);
+   a graph with any float tensor or non-builtin op is refused;
+5. the written model is run in LiteRT and in the TFLM interpreter on held-out sequences
+   and compared with the Keras model (report: errors, argmax agreement, weight
+   exactness, bytes, arena, latency).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from keras_lowprec.export.errors import ExactnessError, ExportError, TFLMError, UnsupportedLayerError
+
+__all__ = [
+    "to_tflite",
+    "to_float_tflite",
+    "ExportResult",
+    "ExportError",
+    "UnsupportedLayerError",
+    "ExactnessError",
+    "TFLMError",
+    "read_metadata",
+    "MODES",
+]
+
+MODES = ("sequence", "stream")
+_MAX_CALIBRATION_SAMPLES = 400
+
+
+@dataclass
+class ExportResult:
+    """What :func:`to_tflite` produced.
+
+    Attributes:
+        model_bytes: the flatbuffer (``model.tflite``).
+        paths: files written, by kind (``tflite``, ``cc``, ``h``, ``ops``, ``report``).
+        ops: TFLite builtin ops the model needs (what the op resolver must register).
+        arena_bytes: tensor arena TFLM needed (host measurement, None if not verified).
+        report: the verification report (also ``report.json``).
+    """
+
+    model_bytes: bytes
+    paths: dict[str, str] = field(default_factory=dict)
+    ops: list[str] = field(default_factory=list)
+    arena_bytes: int | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verification(self) -> dict[str, Any]:
+        return self.report.get("verification", {})
+
+
+def read_metadata(model_bytes: bytes) -> dict | None:
+    """The exporter's metadata (weight encodings, mode, states) of an exported model."""
+    from keras_lowprec.export import flatbuffer
+
+    return flatbuffer.read_metadata(model_bytes)
+
+
+# -- argument checks (no TensorFlow) ------------------------------------------------------
+def check_representative_data(data, features: int | None = None, timesteps: int | None = None,
+                              name: str = "representative_data") -> np.ndarray:
+    """Returns ``data`` as float32 (N, T, F) or raises ``ExportError`` saying what is wrong."""
+    if data is None:
+        raise ExportError(f"{name} is required: an array of shape (samples, timesteps, features).")
+    try:
+        arr = np.asarray(data)
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"{name}: cannot be read as an array ({err}).") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ExportError(f"{name}: expected a numeric array, got dtype {arr.dtype}.")
+    if arr.ndim != 3:
+        raise ExportError(f"{name}: expected shape (samples, timesteps, features), got shape {arr.shape}.")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ExportError(f"{name}: empty array of shape {arr.shape}.")
+    arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ExportError(f"{name}: contains NaN or inf values.")
+    if features is not None and arr.shape[2] != features:
+        raise ExportError(f"{name}: {arr.shape[2]} features per step, but the model expects {features}.")
+    if timesteps is not None and arr.shape[1] != timesteps:
+        raise ExportError(f"{name}: {arr.shape[1]} timesteps, but the export uses timesteps={timesteps}.")
+    return arr
+
+
+def _check_args(mode, timesteps, output_dir):
+    if mode not in MODES:
+        raise ExportError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
+    if timesteps is not None and (isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer))
+                                  or timesteps < 1):
+        raise ExportError(f"timesteps must be a positive integer, got {timesteps!r}.")
+
+
+# -- conversion ----------------------------------------------------------------------------
+def _convert(fn, samples: Callable[[], Any] | None, int8: bool = True) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = samples
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        return bytes(converter.convert())
+    except Exception as err:  # noqa: BLE001
+        msg = str(err).strip().splitlines()
+        raise ExportError(f"the TFLite converter failed: {msg[-1] if msg else err}") from None
+
+
+def _spread(n: int, k: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n - 1, num=min(n, k)).round().astype(int))
+
+
+def to_float_tflite(model, *, timesteps: int | None = None, mode: str = "sequence") -> bytes:
+    """Float32 TFLite of the same twin graph (rounded weights in float32): the baseline
+    the benchmark compares bytes and latency with. Not for firmware."""
+    from keras_lowprec.export import graph
+
+    _check_args(mode, timesteps, None)
+    plan = graph.analyze(model, timesteps, mode)
+    fn = graph.sequence_function(plan) if mode == "sequence" else graph.step_function(plan)
+    return _convert(fn, None, int8=False)
+
+
+def to_tflite(
+    model,
+    representative_data,
+    *,
+    timesteps: int | None = None,
+    mode: str = "sequence",
+    output_dir: str | None = None,
+    c_array: bool = True,
+    verify: bool = True,
+    verify_data=None,
+    max_verify: int = 200,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ExportResult:
+    """Exports ``model`` to an int8 TFLite flatbuffer for TensorFlow Lite Micro.
+
+    Args:
+        model: a Keras model made of a chain of supported layers (keras_lowprec
+            recurrent/dense layers and presets, Keras RNN/Dense, dropout, activation and
+            normalization layers).
+        representative_data: float array (samples, timesteps, features) for calibrating
+            activation ranges. Unless ``verify_data`` is given, its last fifth (when it
+            has at least 10 samples) is held out for verification and not used to calibrate.
+        timesteps: fixed sequence length for ``mode="sequence"``; required when the
+            model's time axis is variable.
+        mode: ``"sequence"`` (batch 1, whole sequence per invoke) or ``"stream"`` (one time
+            step per invoke, states as explicit int8 inputs 1.. / outputs 1.. that share
+            their quantization, so firmware copies outputs into inputs between invokes).
+        output_dir: when given, writes ``model.tflite``, ``model_data.cc``/``.h``,
+            ``model_ops.h`` and ``report.json`` there (each file atomically).
+        c_array: write the C array and headers (with ``output_dir``).
+        verify: run the model in LiteRT and TFLM and compare with Keras.
+        verify_data: held-out sequences for verification (default: see above).
+        max_verify: at most this many verification sequences.
+        progress: ``progress(stage, done, total)`` called during calibration
+            (``"calibrate"``) and verification (``"litert"``, ``"tflm"``).
+
+    Returns:
+        :class:`ExportResult`.
+
+    Raises:
+        ExportError: bad data/arguments, non-finite weights, a graph that is not integer-only.
+        UnsupportedLayerError: a layer or option without a handler.
+        ExactnessError: rounded weights that int8 cannot hold exactly.
+        TFLMError: TFLM cannot load or run the model (with TFLM's message).
+    """
+    _check_args(mode, timesteps, output_dir)
+    data = check_representative_data(representative_data)
+    from keras_lowprec.export import carray, flatbuffer, graph, verify as verify_lib
+
+    t0 = time.perf_counter()
+    plan = graph.analyze(model, timesteps, mode)
+    data = check_representative_data(data, plan.features, plan.timesteps if mode == "sequence" else None)
+    if mode == "stream" and plan.timesteps is not None and data.shape[1] != plan.timesteps:
+        raise ExportError(
+            f"representative_data: {data.shape[1]} timesteps, but the model's time axis is {plan.timesteps}."
+        )
+    if verify_data is not None:
+        held = check_representative_data(verify_data, plan.features, data.shape[1], name="verify_data")
+        calib, held_out = data, True
+    elif len(data) >= 10:
+        k = max(1, len(data) // 5)
+        calib, held, held_out = data[:-k], data[-k:], True
+    else:
+        calib, held, held_out = data, data, False
+    held = held[:max_verify]
+
+    # 1. twin graph and calibration samples
+    if mode == "sequence":
+        fn = graph.sequence_function(plan)
+        idx = _spread(len(calib), _MAX_CALIBRATION_SAMPLES)
+        samples = [[calib[i:i + 1]] for i in idx]
+    else:
+        fn = graph.step_function(plan)
+        steps, _ = graph.stream_reference(plan, calib[_spread(len(calib), max(1, _MAX_CALIBRATION_SAMPLES // calib.shape[1]))])
+        samples = [steps[i] for i in _spread(len(steps), _MAX_CALIBRATION_SAMPLES)]
+
+    def representative():
+        for i, s in enumerate(samples):
+            if progress is not None:
+                progress("calibrate", i + 1, len(samples))
+            yield s
+
+    raw = _convert(fn, representative, int8=True)
+
+    # 2. checks and exact rewrite
+    fb = flatbuffer.read(raw)
+    flatbuffer.check_integer_only(fb)
+    # With one time step the recurrent kernels multiply the zero initial state: folded away.
+    optional = tuple(w.key for w in plan.weights if w.name == "recurrent_kernel") if (
+        mode == "sequence" and plan.timesteps == 1) else ()
+    records = flatbuffer.encode_weights(fb, plan.weights, optional)
+    n_states = len(plan.state_sizes)
+    if mode == "stream":
+        _order_stream_io(fb, plan)
+        flatbuffer.share_state_quantization(fb, [(1 + i, 1 + i) for i in range(n_states)])
+    encodings = [r.as_dict() for r in records]
+    metadata = {
+        "format": "keras_lowprec.export/1",
+        "mode": mode,
+        "timesteps": plan.timesteps if mode == "sequence" else None,
+        "features": plan.features,
+        "state_names": plan.state_names,
+        "tensors": [{k: r[k] for k in ("index", "name", "weight", "encoding", "scale")} for r in encodings],
+    }
+    flatbuffer.add_metadata(fb, flatbuffer.METADATA_NAME, metadata)
+    model_bytes = flatbuffer.write(fb)
+    fb = flatbuffer.read(model_bytes)
+    flatbuffer.check_integer_only(fb)
+    ops = flatbuffer.op_names(fb)
+    io = flatbuffer.io_quantization(fb)
+
+    weights_report = {
+        w.key: {"method": w.method, "encoding": w.encoding, "scale": w.scale,
+                "levels": None if w.levels is None else [float(v) for v in w.levels]}
+        for w in plan.weights
+    }
+    exact_tensors = [r for r in encodings if r["encoding"] in ("ternary", "binary", "shift")]
+    report: dict[str, Any] = {
+        "mode": mode,
+        "timesteps": plan.timesteps if mode == "sequence" else None,
+        "features": plan.features,
+        "state_names": plan.state_names,
+        "ops": ops,
+        "io": io,
+        "model_bytes": len(model_bytes),
+        "weight_bytes": flatbuffer.weight_bytes(fb),
+        "weights": weights_report,
+        "tensors": encodings,
+        "exactness": {
+            "all_exact": all(r["exact"] for r in exact_tensors),
+            "exact_tensors": len(exact_tensors),
+            "plain_int8_tensors": sum(r["encoding"] == "int8" for r in encodings),
+            "int32_bias_tensors": sum(r["encoding"] == "int32-bias" for r in encodings),
+        },
+        "convert_seconds": round(time.perf_counter() - t0, 3),
+    }
+
+    # 3. verification
+    arena = None
+    if verify:
+        report["verification"] = _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress)
+        arena = report["verification"]["tflm"]["arena_bytes"]
+    report["arena_bytes"] = arena
+    recommended = int(math.ceil(((arena or 0) * 1.1 + 1024) / 16.0) * 16) if arena else 64 * 1024
+    report["arena_recommended"] = recommended
+
+    result = ExportResult(model_bytes=model_bytes, ops=ops, arena_bytes=arena, report=report)
+    if output_dir is not None:
+        import os
+
+        os.makedirs(output_dir, exist_ok=True)
+        paths = {"tflite": os.path.join(output_dir, "model.tflite")}
+        carray.write_atomic(paths["tflite"], model_bytes)
+        if c_array:
+            info = {"mode": mode, "timesteps": plan.timesteps if mode == "sequence" else None,
+                    "features": plan.features, "arena_recommended": recommended, "io": io,
+                    "state_names": plan.state_names}
+            paths["cc"] = os.path.join(output_dir, "model_data.cc")
+            paths["h"] = os.path.join(output_dir, "model_data.h")
+            paths["ops"] = os.path.join(output_dir, "model_ops.h")
+            carray.write_atomic(paths["cc"], carray.model_data_cc(model_bytes))
+            carray.write_atomic(paths["h"], carray.model_data_h(model_bytes, info))
+            carray.write_atomic(paths["ops"], carray.model_ops_h(ops))
+        paths["report"] = os.path.join(output_dir, "report.json")
+        report["paths"] = dict(paths)
+        carray.write_atomic(paths["report"], carray.report_json(report))
+        result.paths = paths
+    return result
+
+
+def _order_stream_io(fb, plan) -> None:
+    """Puts the stream model's inputs/outputs in the documented order: x/y first, then states.
+
+    The converter names the function's inputs after the TensorSpec names (``input``,
+    ``state_0``...) and keeps the returned tuple order for the outputs; this checks the
+    shapes and fixes the input order by name when needed.
+    """
+    sg = fb.subgraphs[0]
+    n = len(plan.state_sizes)
+    if len(sg.inputs) != 1 + n or len(sg.outputs) != 1 + n:
+        raise ExportError(
+            f"stream export: expected {1 + n} inputs and outputs, the converter produced "
+            f"{len(sg.inputs)} inputs and {len(sg.outputs)} outputs."
+        )
+
+    def name(i):
+        t = sg.tensors[i].name
+        return t.decode() if isinstance(t, bytes) else str(t)
+
+    by_name = {}
+    for i in sg.inputs:
+        nm = name(i)
+        key = "input" if "input" in nm else next((f"state_{k}" for k in range(n) if nm.endswith(f"state_{k}")
+                                                 or f"state_{k}:" in nm), nm)
+        by_name[key] = i
+    order = ["input"] + [f"state_{k}" for k in range(n)]
+    if all(k in by_name for k in order):
+        sg.inputs = [by_name[k] for k in order]
+    for k in range(n):
+        for tensors in (sg.inputs, sg.outputs):
+            shape = [int(s) for s in sg.tensors[tensors[1 + k]].shape]
+            if shape != [1, plan.state_sizes[k]]:
+                raise ExportError(f"stream export: state {k} has shape {shape}, expected [1, {plan.state_sizes[k]}].")
+
+
+def _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress) -> dict:
+    from keras_lowprec.export import verify as verify_lib
+
+    reference = np.asarray(model.predict(held, verbose=0, batch_size=min(len(held), 64)), dtype=np.float32)
+    if mode == "stream" and reference.ndim == 3 and _ends_with_sequence(plan):
+        reference = reference[:, -1]
+
+    def prog(stage):
+        return None if progress is None else (lambda i, n: progress(stage, i, n))
+
+    out: dict[str, Any] = {"samples": int(len(held)), "held_out": held_out}
+    litert = verify_lib.LiteRTRunner(model_bytes)
+    got_lite = verify_lib.run_sequences(litert, held, mode, n_states, prog("litert"))
+    out["litert"] = verify_lib.compare(reference, got_lite)
+    verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1)
+    tflm = verify_lib.TFLMRunner(model_bytes)
+    timings: list[float] = []
+    got_tflm = verify_lib.run_sequences(tflm, held, mode, n_states, prog("tflm"), timings)
+    out["tflm"] = verify_lib.compare(reference, got_tflm)
+    out["tflm"]["arena_bytes"] = tflm.arena_bytes()
+    steps = held.shape[1]
+    per_invoke = float(np.median(timings)) * 1e6 if timings else None
+    out["tflm"]["us_per_invoke"] = per_invoke
+    out["tflm"]["us_per_step"] = None if per_invoke is None else (per_invoke / steps if mode == "sequence" else per_invoke)
+    out["tflm_vs_litert"] = {
+        "identical_outputs": float(np.mean(np.all(np.isclose(got_lite.reshape(len(held), -1),
+                                                             got_tflm.reshape(len(held), -1), atol=0), axis=1))),
+        "max_abs_difference": float(np.max(np.abs(got_lite - got_tflm))),
+    }
+    return out
+
+
+def _ends_with_sequence(plan) -> bool:
+    seq = True
+    for stage in plan.stages:
+        if stage.kind == "rnn":
+            seq = stage.return_sequences
+    return seq
