@@ -37,7 +37,7 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data
 # defaults of one training run; the examples and the runner override them
 FSDD_DEFAULTS = dict(
     dataset="fsdd", split="conventional", fold=0, cell="gru", method="float", stochastic=False,
-    units=96, epochs=30, batch_size=32, lr=2e-3, seed=0, features="logmel", normalize="utterance",
+    units=96, epochs=30, batch_size=32, lr=2e-3, seed=0, features="logmel", normalize="global",
     augment=False, noise=0.0, dropout=0.0, steps_per_epoch=None, max_train=None, max_eval=None,
 )
 PTB_DEFAULTS = dict(

@@ -100,6 +100,13 @@ class _Progress:
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
         self.last = (None, 0.0)
+        # A private copy of stderr: the exporter silences file descriptor 2 while the
+        # converter runs (its C++ chatter), and the progress display must stay visible.
+        try:
+            sys.stderr.flush()
+            self.stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+        except (AttributeError, OSError, ValueError):  # e.g. a stderr without a file descriptor
+            self.stream = sys.stderr
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self.quiet:
@@ -108,9 +115,9 @@ class _Progress:
         now = time.monotonic()
         if self.tty:
             end = "\n" if done == total else ""
-            print(f"\r{labels.get(stage, stage)}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+            print(f"\r{labels.get(stage, stage)}: {done}/{total}", end=end, file=self.stream, flush=True)
         elif done == total or stage != self.last[0] or now - self.last[1] > 2.0:
-            print(f"{labels.get(stage, stage)}: {done}/{total}", file=sys.stderr, flush=True)
+            print(f"{labels.get(stage, stage)}: {done}/{total}", file=self.stream, flush=True)
             self.last = (stage, now)
 
 

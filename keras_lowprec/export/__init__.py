@@ -12,8 +12,8 @@ How it works:
 3. the TFLite converter quantizes it to int8 (activations calibrated on the
    representative data; int8 input and output; builtin int8 ops only);
 4. the flatbuffer is rewritten so that every weight tensor is **exact**: int8 code times
-   scale equals the rounded weight in float32 (ternary/binary: codes -1/0/1 and the level
-   as scale; pow2-ternary/exponential: shift codes ±2^j and a power-of-two scale);
+   scale equals the rounded weight in float32 (ternary/binary: codes 0/±64 and scale
+   level/64; pow2-ternary/exponential: shift codes ±2^j and a power-of-two scale);
    a graph with any float tensor or non-builtin op is refused;
 5. the written model is run in LiteRT and in the TFLM interpreter on held-out sequences
    and compared with the Keras model (report: errors, argmax agreement, weight
@@ -40,6 +40,7 @@ __all__ = [
     "ExactnessError",
     "TFLMError",
     "read_metadata",
+    "run_tflm",
     "MODES",
 ]
 
@@ -55,7 +56,7 @@ class ExportResult:
         model_bytes: the flatbuffer (``model.tflite``).
         paths: files written, by kind (``tflite``, ``cc``, ``h``, ``ops``, ``report``).
         ops: TFLite builtin ops the model needs (what the op resolver must register).
-        arena_bytes: tensor arena TFLM needed (host measurement, None if not verified).
+        arena_bytes: tensor arena TFLM needed (host measurement; None if TFLM did not report it).
         report: the verification report (also ``report.json``).
     """
 
@@ -75,6 +76,26 @@ def read_metadata(model_bytes: bytes) -> dict | None:
     from keras_lowprec.export import flatbuffer
 
     return flatbuffer.read_metadata(model_bytes)
+
+
+def run_tflm(model_bytes: bytes, x, *, arena_size: int | None = None) -> np.ndarray:
+    """Runs an exported model in the TFLM interpreter on sequences ``x`` (N, T, F).
+
+    Quantizes the inputs, resets TFLM between sequences (stream mode: zero states, one
+    invoke per step, output states copied into the input states) and returns the
+    dequantized outputs (N, ...) as float32: ``argmax(-1)`` gives the predicted classes.
+    Raises ``TFLMError`` with TFLM's message if TFLM cannot run the model.
+    """
+    from keras_lowprec.export import verify as verify_lib
+
+    meta = read_metadata(model_bytes) or {}
+    mode = meta.get("mode", "sequence")
+    n_states = len(meta.get("state_names", []))
+    x = check_representative_data(x, meta.get("features"), meta.get("timesteps"), name="x")
+    arena = arena_size or max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes))
+    verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1, arena)
+    runner = verify_lib.TFLMRunner(model_bytes, arena)
+    return verify_lib.run_sequences(runner, x, mode, n_states)
 
 
 # -- argument checks (no TensorFlow) ------------------------------------------------------
@@ -124,11 +145,24 @@ def _convert(fn, samples: Callable[[], Any] | None, int8: bool = True) -> bytes:
         converter.inference_output_type = tf.int8
     else:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    try:
-        return bytes(converter.convert())
-    except Exception as err:  # noqa: BLE001
-        msg = str(err).strip().splitlines()
-        raise ExportError(f"the TFLite converter failed: {msg[-1] if msg else err}") from None
+    import warnings
+
+    from keras_lowprec.export.verify import capture_stderr
+
+    # The converter's C++ chatter ("fully_quantize: ...") and its warning about input
+    # statistics (irrelevant: the input quantization comes from calibration) are hidden
+    # unless the conversion fails.
+    with warnings.catch_warnings(), capture_stderr() as chatter:
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs", category=UserWarning)
+        try:
+            return bytes(converter.convert())
+        except Exception as err:  # noqa: BLE001
+            failure = err
+    msg = str(failure).strip().splitlines()
+    detail = " ".join("".join(chatter).split())[-500:]
+    raise ExportError(
+        f"the TFLite converter failed: {msg[-1] if msg else failure}" + (f" ({detail})" if detail else "")
+    ) from None
 
 
 def _spread(n: int, k: int) -> np.ndarray:
@@ -176,7 +210,9 @@ def to_tflite(
         output_dir: when given, writes ``model.tflite``, ``model_data.cc``/``.h``,
             ``model_ops.h`` and ``report.json`` there (each file atomically).
         c_array: write the C array and headers (with ``output_dir``).
-        verify: run the model in LiteRT and TFLM and compare with Keras.
+        verify: run the model in LiteRT and TFLM and compare with Keras. Without it the
+            model is still loaded and invoked once in TFLM (in a child process) so that a
+            model TFLM cannot run raises and the arena size is measured.
         verify_data: held-out sequences for verification (default: see above).
         max_verify: at most this many verification sequences.
         progress: ``progress(stage, done, total)`` called during calibration
@@ -192,8 +228,10 @@ def to_tflite(
         TFLMError: TFLM cannot load or run the model (with TFLM's message).
     """
     _check_args(mode, timesteps, output_dir)
+    if isinstance(max_verify, bool) or not isinstance(max_verify, (int, np.integer)) or max_verify < 1:
+        raise ExportError(f"max_verify must be a positive integer, got {max_verify!r}.")
     data = check_representative_data(representative_data)
-    from keras_lowprec.export import carray, flatbuffer, graph, verify as verify_lib
+    from keras_lowprec.export import carray, flatbuffer, graph
 
     t0 = time.perf_counter()
     plan = graph.analyze(model, timesteps, mode)
@@ -203,7 +241,9 @@ def to_tflite(
             f"representative_data: {data.shape[1]} timesteps, but the model's time axis is {plan.timesteps}."
         )
     if verify_data is not None:
-        held = check_representative_data(verify_data, plan.features, data.shape[1], name="verify_data")
+        # Stream mode runs any length unless the model fixes it.
+        t_verify = plan.timesteps if (mode == "sequence" or plan.timesteps is not None) else None
+        held = check_representative_data(verify_data, plan.features, t_verify, name="verify_data")
         calib, held_out = data, True
     elif len(data) >= 10:
         k = max(1, len(data) // 5)
@@ -241,6 +281,7 @@ def to_tflite(
     if mode == "stream":
         _order_stream_io(fb, plan)
         flatbuffer.share_state_quantization(fb, [(1 + i, 1 + i) for i in range(n_states)])
+    flatbuffer.dedupe_buffers(fb)
     encodings = [r.as_dict() for r in records]
     metadata = {
         "format": "keras_lowprec.export/1",
@@ -257,11 +298,18 @@ def to_tflite(
     ops = flatbuffer.op_names(fb)
     io = flatbuffer.io_quantization(fb)
 
-    weights_report = {
-        w.key: {"method": w.method, "encoding": w.encoding, "scale": w.scale,
-                "levels": None if w.levels is None else [float(v) for v in w.levels]}
-        for w in plan.weights
-    }
+    weights_report = {}
+    for w in plan.weights:
+        holders = [r for r in encodings if r["weight"] == w.key]
+        weights_report[w.key] = {
+            "method": w.method, "encoding": w.encoding, "scale": w.scale,
+            "levels": None if w.levels is None else [float(v) for v in w.levels],
+            "tensors": [r["index"] for r in holders],
+            # exact: every tensor holding (a gate of) it is exact; None when the converter
+            # kept no tensor of it (all-zero, or a bias folded away).
+            "exact": (all(bool(r["exact"]) for r in holders) if holders else None),
+            "max_abs_error": max((r["max_abs_error"] or 0.0 for r in holders), default=None),
+        }
     exact_tensors = [r for r in encodings if r["encoding"] in ("ternary", "binary", "shift")]
     report: dict[str, Any] = {
         "mode": mode,
@@ -272,22 +320,28 @@ def to_tflite(
         "io": io,
         "model_bytes": len(model_bytes),
         "weight_bytes": flatbuffer.weight_bytes(fb),
+        "int8_weight_bytes": flatbuffer.weight_bytes(fb, int8_only=True),
         "weights": weights_report,
         "tensors": encodings,
         "exactness": {
             "all_exact": all(r["exact"] for r in exact_tensors),
             "exact_tensors": len(exact_tensors),
             "plain_int8_tensors": sum(r["encoding"] == "int8" for r in encodings),
+            "constant_tensors": sum(r["encoding"] == "int8-constant" for r in encodings),
             "int32_bias_tensors": sum(r["encoding"] == "int32-bias" for r in encodings),
         },
         "convert_seconds": round(time.perf_counter() - t0, 3),
     }
 
     # 3. verification
-    arena = None
     if verify:
         report["verification"] = _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress)
         arena = report["verification"]["tflm"]["arena_bytes"]
+    else:  # still load and invoke it once in TFLM (child process): no file TFLM cannot run
+        from keras_lowprec.export import verify as verify_lib
+
+        arena = verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1,
+                                      max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes)))
     report["arena_bytes"] = arena
     recommended = int(math.ceil(((arena or 0) * 1.1 + 1024) / 16.0) * 16) if arena else 64 * 1024
     report["arena_recommended"] = recommended
@@ -344,6 +398,14 @@ def _order_stream_io(fb, plan) -> None:
     order = ["input"] + [f"state_{k}" for k in range(n)]
     if all(k in by_name for k in order):
         sg.inputs = [by_name[k] for k in order]
+    # Outputs are the returned tuple (y, *states), named Identity, Identity_1, ...: sort by
+    # that number (a name sort would put Identity_10 before Identity_2).
+    import re
+
+    numbers = [re.fullmatch(r"Identity(?:_(\d+))?", name(i)) for i in sg.outputs]
+    if all(numbers):
+        keyed = sorted(zip([int(m.group(1) or 0) for m in numbers], sg.outputs))
+        sg.outputs = [i for _, i in keyed]
     for k in range(n):
         for tensors in (sg.inputs, sg.outputs):
             shape = [int(s) for s in sg.tensors[tensors[1 + k]].shape]
@@ -365,8 +427,9 @@ def _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress) 
     litert = verify_lib.LiteRTRunner(model_bytes)
     got_lite = verify_lib.run_sequences(litert, held, mode, n_states, prog("litert"))
     out["litert"] = verify_lib.compare(reference, got_lite)
-    verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1)
-    tflm = verify_lib.TFLMRunner(model_bytes)
+    arena = max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes))  # generous; the used size is measured
+    verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1, arena)
+    tflm = verify_lib.TFLMRunner(model_bytes, arena)
     timings: list[float] = []
     got_tflm = verify_lib.run_sequences(tflm, held, mode, n_states, prog("tflm"), timings)
     out["tflm"] = verify_lib.compare(reference, got_tflm)

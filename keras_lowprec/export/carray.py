@@ -37,6 +37,7 @@ def write_atomic(path: str, data: bytes | str) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -44,6 +45,12 @@ def write_atomic(path: str, data: bytes | str) -> None:
         except OSError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def model_data_cc(model_bytes: bytes, symbol: str = "g_model_data", header: str = "model_data.h") -> str:

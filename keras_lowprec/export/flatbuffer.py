@@ -4,7 +4,7 @@ What the rewrite does:
 
 * **exact weight encoding**: every constant int8 tensor that holds one of the model's
   rounded weights gets codes ``q`` and scale ``s`` with ``q * s == Q(W)`` in float32
-  (binary/ternary: ``q in {-1, 0, 1}``, ``s`` = the level; pow2-ternary/exponential:
+  (binary/ternary: ``q in {-64, 0, 64}``, ``s = level / 64``; pow2-ternary/exponential:
   ``s = 2^(max_exp - 6)``, ``q = ±2^j``); the int32 biases of the ops using such a weight
   are re-expressed in the new accumulator scale ``input_scale * weight_scale``;
 * **integer-only check**: refuses a graph with any float tensor, a custom/Flex op or a
@@ -258,7 +258,9 @@ def encode_weights(model, weights, optional: tuple[str, ...] = ()) -> list[Tenso
         name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
         match = _match(weights, tensor, deq, as_fc_weight=fc)
         if match is None:
-            records.append(TensorRecord(idx, name, list(q.shape), used_by, None, "int8"))
+            # Not one of the model's weights: a constant of the cell math (e.g. the 1 of
+            # GRU's 1 - z) or one the converter derived; plain int8 as converted.
+            records.append(TensorRecord(idx, name, list(q.shape), used_by, None, "int8-constant"))
             continue
         w, layout, err = match
         found.add(w.key)
@@ -352,7 +354,8 @@ def share_state_quantization(model, pairs: list[tuple[int, int]]) -> None:
             if arr is not None:
                 old_bias[op.inputs[2]] = dequantize(sg.tensors[op.inputs[2]], arr).astype(np.float64)
     consumers = _consumers(sg)
-    safe = {"FULLY_CONNECTED", "MUL", "ADD", "SUB", "CONCATENATION", "LOGISTIC", "TANH"}
+    # Ops that read their input scale at Prepare (no "same scale in and out" requirement).
+    safe = {"FULLY_CONNECTED", "MUL", "ADD", "SUB", "LOGISTIC", "TANH"}
     for in_pos, out_pos in pairs:
         t_in = sg.tensors[sg.inputs[in_pos]]
         t_out = sg.tensors[sg.outputs[out_pos]]
@@ -414,16 +417,54 @@ def io_quantization(model) -> dict[str, list[dict]]:
     return {"inputs": [info(i) for i in sg.inputs], "outputs": [info(i) for i in sg.outputs]}
 
 
-def weight_bytes(model) -> int:
-    """Bytes of constant tensors with more than 1-D shape or used as weights/biases (not shape vectors)."""
+def dedupe_buffers(model) -> int:
+    """Points constant tensors with identical bytes at one buffer; returns bytes saved.
+
+    The unrolled graph gives every time step its own copy of some constants (e.g. the same
+    int32 bias of the input-side FULLY_CONNECTED): one copy is enough.
+    """
     sg = model.subgraphs[0]
+    first: dict[tuple, int] = {}
+    saved = 0
+    for t in sg.tensors:
+        data = model.buffers[t.buffer].data
+        if data is None or len(data) == 0:
+            continue
+        key = (int(t.type), np.asarray(data, dtype=np.uint8).tobytes())
+        if key in first and first[key] != t.buffer:
+            saved += len(data)
+            t.buffer = first[key]
+        else:
+            first.setdefault(key, t.buffer)
+    used = {t.buffer for t in sg.tensors}
+    for i, buf in enumerate(model.buffers):
+        if i and i not in used and buf.data is not None and len(buf.data) and not _is_metadata_buffer(model, i):
+            buf.data = None  # unreferenced now
+    return saved
+
+
+def _is_metadata_buffer(model, index: int) -> bool:
+    return any(m.buffer == index for m in (model.metadata or []))
+
+
+def weight_bytes(model, int8_only: bool = False) -> int:
+    """Bytes of the constant data of weights and biases (each buffer once; shape vectors and
+    other unquantized int32 constants excluded). ``int8_only``: the int8 weight tensors only."""
+    sg = model.subgraphs[0]
+    seen = set()
     total = 0
     for t in sg.tensors:
+        if t.buffer in seen:
+            continue
         arr = _buffer_array(model, t)
         if arr is None:
             continue
-        if type_name(t.type) == "INT32" and (t.quantization is None or t.quantization.scale is None
-                                              or len(t.quantization.scale) == 0):
+        kind = type_name(t.type)
+        if int8_only and kind != "INT8":
+            continue
+        if kind == "INT32" and (t.quantization is None or t.quantization.scale is None
+                                or len(t.quantization.scale) == 0):
             continue  # shape/index constants
+        seen.add(t.buffer)
         total += arr.nbytes
     return total

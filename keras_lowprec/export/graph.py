@@ -9,9 +9,10 @@ layers' deterministic rounded weights ``Q(W)``:
 * ``mode="stream"``: one time step per call, the recurrent state passed in and out as
   explicit tensors (``x_t, state_0, ... -> y_t, new_state_0, ...``).
 
-Each RNN layer is run through a float Keras cell (``keras.layers.LSTMCell`` etc.) built
-with the same math arguments, so the twin computes exactly what the trained model
-computes at inference.
+Each RNN step is written out gate by gate with Keras's own math, activations and gate
+order (see ``_rnn_step``), so the twin computes what the trained model computes at
+inference; ``Dense``/``QuantDense`` get a float ``Dense`` twin, other supported layers
+are applied as they are.
 """
 
 from __future__ import annotations
@@ -98,10 +99,17 @@ def encoding_for(quantizer, bound: float, layer: str, name: str) -> tuple[str, f
         return "int8", None, None
     method = quantizer.method
     levels = np.asarray(quantizer.levels(bound), dtype=np.float32)
+    # Codes are ±64 (= 2^6) rather than ±1: ``level / 64`` is exact in float32 (a power-of-two
+    # division), so code * scale == level still holds bit for bit, and the int32 biases of
+    # the ops using the weight (scale input_scale * weight_scale) keep 64x finer resolution.
     if method in ("binary", "ternary"):
-        return method, float(quantizer.magnitude(bound)), levels
+        level = np.float32(quantizer.magnitude(bound))
+        scale = np.float32(level / np.float32(64.0))
+        if np.float32(64.0) * scale != level:
+            scale = level  # subnormal corner: fall back to codes ±1
+        return method, float(scale), levels
     if method == "pow2_ternary":
-        return "shift", float(np.float32(2.0 ** quantizer.resolved_exponent(bound))), levels
+        return "shift", float(np.float32(2.0 ** (quantizer.resolved_exponent(bound) - 6))), levels
     if method == "exponential":
         kmin, kmax = quantizer.exponent_range(bound)
         if kmax - kmin > 6:
@@ -138,6 +146,15 @@ def _chain(model) -> list:
 
     if not isinstance(model, keras.Model):
         raise ExportError(f"to_tflite expects a keras.Model, got {type(model).__name__}.")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ExportError(
+            f"model '{model.name}' has no defined input: build it with keras.Input((timesteps, features)) "
+            "(or call it on data) before exporting."
+        )
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UnsupportedLayerError(
             f"model '{model.name}' has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
@@ -348,8 +365,16 @@ def gate_pieces(stage: "Stage") -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def _rnn_step(stage: "Stage", x, states):
-    """One step of the stage's cell in TF ops; returns ``(h, new_states)``."""
+def _rnn_step(stage: "Stage", x, states, stream: bool = False):
+    """One step of the stage's cell in TF ops; returns ``(h, new_states)``.
+
+    Every bias goes into the input-side product ``x W + b`` (one FULLY_CONNECTED with an
+    int32 bias, the same at every step), not into a separate ADD: each int8 op between
+    the products and the activation adds a rounding of the pre-activation. ``stream``: the
+    recurrent biases (GRU ``reset_after``) also go into the state-side product ``h U + rb``,
+    whose input scale is the one fixed state scale (sequence mode keeps them out of it:
+    there the state scale differs at every step, one int32 copy per step).
+    """
     import keras
     import tensorflow as tf
 
@@ -372,19 +397,32 @@ def _rnn_step(stage: "Stage", x, states):
         return h_new, [h_new]
     if base == "LSTM":
         c = states[1]
-        z = {g: with_bias(lin(p, x, "W") + lin(p, h, "U"), p["b"]) for g, p in pieces.items()}
+        z = {g: with_bias(lin(p, x, "W"), p["b"]) + lin(p, h, "U") for g, p in pieces.items()}
         i, f, o = rec_act(z["i"]), rec_act(z["f"]), rec_act(z["o"])
         c_new = f * c + i * act(z["c"])
         h_new = o * act(c_new)
         return h_new, [h_new, c_new]
-    # GRU
+    # GRU. The biases are added where the converter keeps them as shared int8 constants:
+    # x W + b_in (same input scale at every step: one int32 bias), the recurrent bias
+    # after the sum (z, r) or multiplied by r (candidate), never fused into the h-side
+    # FULLY_CONNECTED (whose input scale differs at every step: one int32 copy per step).
     reset_after = bool(getattr(cell, "reset_after", True))
     px = {g: with_bias(lin(p, x, "W"), p["b"]) for g, p in pieces.items()}
-    if reset_after:
+    if reset_after and stream:
         ph = {g: with_bias(lin(p, h, "U"), p["rb"]) for g, p in pieces.items()}
         z = rec_act(px["z"] + ph["z"])
         r = rec_act(px["r"] + ph["r"])
         hh = act(px["h"] + r * ph["h"])
+    elif reset_after:
+        def gate(g):
+            return with_bias(px[g] + lin(pieces[g], h, "U"), pieces[g]["rb"])
+
+        z = rec_act(gate("z"))
+        r = rec_act(gate("r"))
+        rh = r * lin(pieces["h"], h, "U")
+        if pieces["h"]["rb"] is not None:
+            rh = rh + r * tf.constant(pieces["h"]["rb"])
+        hh = act(px["h"] + rh)
     else:
         z = rec_act(px["z"] + lin(pieces["z"], h, "U"))
         r = rec_act(px["r"] + lin(pieces["r"], h, "U"))
@@ -451,7 +489,7 @@ def step_function(plan: Plan) -> Callable:
         k = 0
         for stage in plan.stages:
             if stage.kind == "rnn":
-                x, new = _rnn_step(stage, x, list(states[k:k + stage.n_states]))
+                x, new = _rnn_step(stage, x, list(states[k:k + stage.n_states]), stream=True)
                 new_states.extend(new)
                 k += stage.n_states
             else:

@@ -152,12 +152,14 @@ for i in range(n):
     d = it.get_input_details(i)
     it.set_input(np.zeros(tuple(d["shape"]), d["dtype"]), i)
 it.invoke()
-print("ok")
+print("ok", flush=True)
+it.print_allocations()
 """
 
 
-def probe_tflm(model_bytes: bytes, n_inputs: int, arena_size: int = DEFAULT_ARENA, timeout: float = 120.0) -> None:
-    """Loads and invokes the model once in TFLM in a child process.
+def probe_tflm(model_bytes: bytes, n_inputs: int, arena_size: int = DEFAULT_ARENA,
+               timeout: float = 120.0) -> int | None:
+    """Loads and invokes the model once in TFLM in a child process; returns the arena bytes used.
 
     Some models make TFLM abort the whole process (e.g. a kernel's check on a degenerate
     quantization scale) instead of returning an error; the child takes that hit and the
@@ -184,6 +186,8 @@ def probe_tflm(model_bytes: bytes, n_inputs: int, arena_size: int = DEFAULT_AREN
             "activations are all zero on the representative data (degenerate quantization scales); check "
             "the data and the trained weights."
         )
+    m = re.search(r"Arena allocation total (\d+) bytes", proc.stderr or "")
+    return int(m.group(1)) if m else None
 
 
 # -- running whole sequences ---------------------------------------------------------------

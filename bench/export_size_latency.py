@@ -1,0 +1,204 @@
+"""Size, arena, TFLM latency and accuracy of exported models.
+
+For LSTM / GRU / SimpleRNN at a few sizes, trained on the scikit-learn digits (each 8x8
+image read as 8 time steps of 8 features, 10 classes), compares:
+
+* ``float32``: the float32 TFLite of the same (rounded-weight) graph, ``to_float_tflite``;
+* ``int8 ternary``: a Ternary* model exported with ``to_tflite`` (exact ternary weights);
+* ``int8 shift``: an Exponential* model exported with ``to_tflite`` (shift-encoded weights).
+
+Also the int8 ternary model in stream mode (one step per invoke). Columns: model bytes,
+weight bytes (constant weights and biases; ``int8_weight_bytes``: the int8 tensors only), TFLM arena bytes, TFLM µs per time step (host CPU,
+TFLM reference kernels through the Python interpreter), Keras and TFLM test accuracy.
+
+    python bench/export_size_latency.py --out results/export_size_latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)  # (n, 8, 8): 8 steps of 8 features
+    y = d.target.astype(np.int64)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(x))
+    x, y = x[idx], y[idx]
+    n_test = 360
+    return x[n_test:], y[n_test:], x[:n_test], y[:n_test]
+
+
+def build(method: str, kind: str, units: int):
+    import keras
+
+    from keras_lowprec import layers as L
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8)),
+        getattr(L, f"{method}{kind}")(units),
+        getattr(L, f"{method}Dense")(10),
+    ])
+    model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def tflm_run(model_bytes: bytes, x: np.ndarray):
+    """Predictions, arena bytes and median µs per invoke of a (sequence-mode) model in TFLM."""
+    from tflite_micro import runtime
+
+    it = runtime.Interpreter.from_bytes(model_bytes, arena_size=4 << 20)
+    d_in, d_out = it.get_input_details(0), it.get_output_details(0)
+    q_in, q_out = d_in["quantization_parameters"], d_out["quantization_parameters"]
+    int8 = d_in["dtype"] == np.int8
+    preds, times = [], []
+    for seq in x:
+        it.reset()
+        a = seq[None]
+        if int8:
+            a = np.clip(np.round(a / q_in["scales"][0]) + q_in["zero_points"][0], -128, 127).astype(np.int8)
+        it.set_input(a, 0)
+        t0 = time.perf_counter()
+        it.invoke()
+        times.append(time.perf_counter() - t0)
+        y = np.array(it.get_output(0)).astype(np.float32)
+        if int8:
+            y = (y - q_out["zero_points"][0]) * q_out["scales"][0]
+        preds.append(int(np.argmax(y)))
+    r, w = os.pipe()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(w, 2)
+    try:
+        it.print_allocations()
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(w)
+    text = os.read(r, 1 << 20).decode(errors="replace")
+    os.close(r)
+    m = re.search(r"Arena allocation total (\d+) bytes", text)
+    return np.array(preds), (int(m.group(1)) if m else None), float(np.median(times)) * 1e6
+
+
+def weight_bytes_float(model_bytes: bytes) -> int:
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(model_bytes), 0))
+    total = 0
+    for t in m.subgraphs[0].tensors:
+        data = m.buffers[t.buffer].data
+        if data is not None and len(data) and t.type == schema.TensorType.FLOAT32:
+            total += len(data)
+    return total
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/export_size_latency.json")
+    parser.add_argument("--units", type=int, nargs="+", default=[16, 32])
+    parser.add_argument("--kinds", nargs="+", default=["LSTM", "GRU", "SimpleRNN"])
+    parser.add_argument("--epochs", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+
+    from keras_lowprec.export import to_float_tflite, to_tflite
+
+    x_train, y_train, x_test, y_test = digits()
+    rows = []
+    for kind in args.kinds:
+        for units in args.units:
+            for method, label in (("Ternary", "int8 ternary"), ("Exponential", "int8 shift")):
+                t0 = time.time()
+                model = build(method, kind, units)
+                model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0)
+                keras_pred = np.argmax(model.predict(x_test, verbose=0), -1)
+                keras_acc = float(np.mean(keras_pred == y_test))
+                res = to_tflite(model, x_train[:300], verify=True, verify_data=x_test[:50])
+                preds, arena, us = tflm_run(res.model_bytes, x_test)
+                row = {
+                    "kind": kind, "units": units, "encoding": label, "method": method.lower(),
+                    "model_bytes": len(res.model_bytes), "weight_bytes": res.report["weight_bytes"],
+                    "int8_weight_bytes": res.report["int8_weight_bytes"],
+                    "arena_bytes": arena, "tflm_us_per_invoke": round(us, 1), "tflm_us_per_step": round(us / 8, 2),
+                    "keras_accuracy": keras_acc, "tflm_accuracy": float(np.mean(preds == y_test)),
+                    "tflm_argmax_agreement_with_keras": float(np.mean(preds == keras_pred)),
+                    "weights_exact": res.report["exactness"]["all_exact"],
+                    "tflm_max_abs_error_vs_keras": res.verification["tflm"]["max_abs_error"],
+                }
+                rows.append(row)
+                if method == "Ternary":
+                    st = to_tflite(model, x_train[:300], mode="stream", verify=True, verify_data=x_test,
+                                   max_verify=len(x_test))
+                    v = st.verification["tflm"]
+                    rows.append({
+                        "kind": kind, "units": units, "encoding": "int8 ternary, stream mode", "method": "ternary",
+                        "model_bytes": len(st.model_bytes), "weight_bytes": st.report["weight_bytes"],
+                        "int8_weight_bytes": st.report["int8_weight_bytes"], "arena_bytes": v["arena_bytes"],
+                        "tflm_us_per_invoke": round(v["us_per_invoke"], 1), "tflm_us_per_step": round(v["us_per_step"], 2),
+                        "keras_accuracy": keras_acc, "tflm_accuracy": None,
+                        "tflm_argmax_agreement_with_keras": v["argmax_agreement"],
+                        "weights_exact": st.report["exactness"]["all_exact"],
+                        "tflm_max_abs_error_vs_keras": v["max_abs_error"],
+                        "note": "one invoke per step (Python call overhead of 3 tensors included); agreement on the test set",
+                    })
+                    fbytes = to_float_tflite(model)
+                    fpreds, farena, fus = tflm_run(fbytes, x_test)
+                    rows.append({
+                        "kind": kind, "units": units, "encoding": "float32", "method": "ternary (float32 weights)",
+                        "model_bytes": len(fbytes), "weight_bytes": weight_bytes_float(fbytes),
+                        "arena_bytes": farena, "tflm_us_per_invoke": round(fus, 1),
+                        "tflm_us_per_step": round(fus / 8, 2), "keras_accuracy": keras_acc,
+                        "tflm_accuracy": float(np.mean(fpreds == y_test)), "weights_exact": None,
+                        "tflm_max_abs_error_vs_keras": None,
+                    })
+                print(f"{kind:9s} {units:3d} {label:13s} model {row['model_bytes']:6d} B weights "
+                      f"{row['weight_bytes']:5d} B arena {arena} B {us / 8:7.1f} us/step keras {keras_acc:.3f} "
+                      f"tflm {row['tflm_accuracy']:.3f} ({time.time() - t0:.0f}s)", flush=True)
+    for kind in args.kinds:
+        for units in args.units:
+            f = next(r for r in rows if r["kind"] == kind and r["units"] == units and r["encoding"] == "float32")
+            for r in rows:
+                if r["kind"] == kind and r["units"] == units:
+                    r["weight_bytes_vs_float32"] = round(r["weight_bytes"] / f["weight_bytes"], 4)
+                    if r.get("int8_weight_bytes") is not None:
+                        r["int8_weight_bytes_vs_float32"] = round(r["int8_weight_bytes"] / f["weight_bytes"], 4)
+    result = {
+        "benchmark": "export_size_latency",
+        "data": "sklearn digits as 8 steps x 8 features, 1437 train / 360 test",
+        "epochs": args.epochs,
+        "timing": "TFLM Python interpreter (reference kernels) on the host CPU, median over the test set; "
+                  "per step = per invoke / 8. Host numbers: compare rows, not absolute MCU latency.",
+        "arena": "RecordingMicroAllocator total on a 64-bit host",
+        "host": {"machine": platform.machine(), "python": platform.python_version(), "tensorflow": tf.__version__},
+        "rows": rows,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(result, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The ``keras-lowprec export`` command: argument checks, one-line errors, an export."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+from keras_lowprec import cli
+
+T, F, U, C = 5, 3, 4, 3
+
+
+def _err_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "no error message"
+    assert not any("Traceback" in line for line in err)
+    return err[-1]
+
+
+def test_missing_model(tmp_path, capsys):
+    data = tmp_path / "d.npy"
+    np.save(data, np.zeros((4, T, F), np.float32))
+    rc = cli.main(["export", str(tmp_path / "nope.keras"), "--data", str(data), "--out", str(tmp_path / "o")])
+    assert rc == cli.EXIT_USAGE
+    assert _err_line(capsys) == f"keras-lowprec: error: model file not found: {tmp_path / 'nope.keras'}"
+
+
+@pytest.mark.parametrize(
+    "array,match",
+    [
+        (np.zeros((4, T), np.float32), "expected shape (samples, timesteps, features)"),
+        (np.full((4, T, F), np.inf, np.float32), "NaN or inf"),
+        (np.zeros((0, T, F), np.float32), "empty"),
+    ],
+)
+def test_bad_data(tmp_path, capsys, array, match):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not really a model")
+    data = tmp_path / "d.npy"
+    np.save(data, array)
+    rc = cli.main(["export", str(model), "--data", str(data), "--out", str(tmp_path / "o")])
+    assert rc == cli.EXIT_USAGE
+    assert match in _err_line(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_timesteps_and_unreadable_data(tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"x")
+    data = tmp_path / "d.npy"
+    np.save(data, np.zeros((4, T, F), np.float32))
+    rc = cli.main(["export", str(model), "--data", str(data), "--out", str(tmp_path / "o"), "--timesteps", "7"])
+    assert rc == cli.EXIT_USAGE and "--timesteps is 7" in _err_line(capsys)
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"garbage")
+    rc = cli.main(["export", str(model), "--data", str(bad), "--out", str(tmp_path / "o")])
+    assert rc == cli.EXIT_USAGE and "cannot read" in _err_line(capsys)
+
+
+def test_help_lists_export(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["export", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--data", "--out", "--timesteps", "--mode"):
+        assert flag in out
+
+
+def test_export_end_to_end(tmp_path, capsys):
+    import keras
+
+    from keras_lowprec.layers import TernaryDense, TernaryGRU
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, F)), TernaryGRU(U), TernaryDense(C)])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    data = tmp_path / "d.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(12, T, F)).astype(np.float32))
+    out = tmp_path / "out"
+    # Variable time axis: refused without --timesteps, with one clear line.
+    rc = cli.main(["export", str(path), "--data", str(data), "--out", str(out), "--quiet"])
+    assert rc == cli.EXIT_EXPORT and "timesteps" in _err_line(capsys)
+    rc = cli.main(["export", str(path), "--data", str(data), "--out", str(out), "--timesteps", str(T)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "verifying (TFLM)" in captured.err  # progress display
+    assert "TFLM vs Keras" in captured.out
+    assert sorted(os.listdir(out)) == ["model.tflite", "model_data.cc", "model_data.h", "model_ops.h", "report.json"]
+
+
+def test_subprocess_error_is_one_line(tmp_path):
+    """Run as a command: non-zero exit, the error as the last line, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_lowprec.cli", "export", str(tmp_path / "x.keras"), "--data",
+         str(tmp_path / "d.npy"), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == cli.EXIT_USAGE
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("keras-lowprec: error: model file not found")
+    assert "Traceback" not in proc.stderr
+
+
+def test_argument_errors_do_not_import_tensorflow(tmp_path):
+    code = (
+        "import sys\n"
+        "from keras_lowprec import cli\n"
+        f"rc = cli.main(['export', {str(tmp_path / 'x.keras')!r}, '--data', 'd.npy', '--out', 'o'])\n"
+        "assert rc == 2\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+        "assert 'keras' not in sys.modules, 'keras was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]

@@ -1,0 +1,445 @@
+"""Exporter: exact int8 / shift-encoded weights, TFLM agreement, files, clear errors.
+
+Tiny models (3 features, 5 units, T=6) so that the whole file stays fast on 2 cores.
+Exactness is checked independently of the exporter's own bookkeeping: every gate matrix
+of every rounded weight must appear in the written model as an int8 tensor whose
+``code * scale`` (float32) equals it bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+
+pytest.importorskip("tflite_micro")
+pytest.importorskip("ai_edge_litert")
+
+from keras_lowprec import quantizers as q
+from keras_lowprec import layers as L
+from keras_lowprec.export import (
+    ExactnessError,
+    ExportError,
+    TFLMError,
+    UnsupportedLayerError,
+    read_metadata,
+    run_tflm,
+    to_float_tflite,
+    to_tflite,
+)
+from keras_lowprec.export import carray, flatbuffer
+from keras_lowprec.export.verify import TFLMRunner, dequantize, quantize
+
+T, F, U, C = 6, 3, 5, 4
+GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
+# int8 activations on these tiny untrained-ish models: max error vs Keras as a fraction of
+# the largest output (measured 0.06-0.15; a wrong scale or bias gives ~1).
+REL_TOL = 0.25
+
+
+def _data(n=30, seed=0, t=T):
+    return np.random.default_rng(seed).normal(size=(n, t, F)).astype(np.float32)
+
+
+def _task(n=60, seed=0):
+    """A learnable 4-class task: the signs of the mean of features 0 and 1."""
+    x = _data(n, seed)
+    y = 2 * (x[:, :, 0].mean(1) > 0) + (x[:, :, 1].mean(1) > 0)
+    return x, y.astype(np.int64)
+
+
+def _model(method: str, kind: str, seed: int = 1, train: bool = True, stochastic: bool = False,
+           epochs: int = 2, **kw):
+    keras.utils.set_random_seed(seed)
+    rnn = getattr(L, f"{method}{kind}")(U, stochastic=stochastic, **kw)
+    head = getattr(L, f"{method}Dense")(C)
+    model = keras.Sequential([keras.Input((T, F)), rnn, head])
+    if train:
+        x, y = _task()
+        model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, epochs=epochs, batch_size=10, verbose=0)
+    return model
+
+
+def _const_tensors(model_bytes):
+    """(float32 code * scale, codes, scales) of every constant int8 tensor, read with LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_content=model_bytes,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    out = []
+    for d in it.get_tensor_details():
+        if d["dtype"] != np.int8:
+            continue
+        try:
+            codes = it.get_tensor(d["index"])
+        except ValueError:
+            continue
+        qp = d["quantization_parameters"]
+        if codes.ndim != 2 or len(qp["scales"]) == 0:
+            continue
+        scales = qp["scales"].astype(np.float32)
+        if len(scales) > 1:
+            value = codes.astype(np.float32) * scales.reshape(-1, 1)
+        else:
+            value = codes.astype(np.float32) * scales[0]
+        out.append((value, codes, scales))
+    return out
+
+
+def _gates(layer):
+    for kind, g in GATES.items():
+        if isinstance(layer, getattr(keras.layers, kind)):
+            return g
+    return 1
+
+
+def _assert_exact_pieces(model, model_bytes):
+    consts = _const_tensors(model_bytes)
+    checked = 0
+    for layer in model.layers:
+        if not hasattr(layer, "quantized_weights"):
+            continue
+        rounded = layer.quantized_weights(training=False)
+        gates = _gates(layer)
+        for name in ("kernel", "recurrent_kernel"):
+            if name not in rounded:
+                continue
+            w = np.asarray(rounded[name], np.float32)
+            u = w.shape[1] // gates
+            for g in range(gates):
+                piece = np.ascontiguousarray(w[:, g * u:(g + 1) * u].T)
+                if not piece.any():
+                    continue
+                hits = [v for v, _, _ in consts if v.shape == piece.shape and np.array_equal(v, piece)]
+                assert hits, f"{layer.name}/{name} gate {g} is not held exactly in the int8 model"
+                checked += 1
+    assert checked > 0
+
+
+def _tflm_outputs(model_bytes, x):
+    """Independent TFLM run (sequence mode): dequantized outputs, state reset per sequence."""
+    runner = TFLMRunner(model_bytes)
+    s_in, zp_in = runner.input_quant(0)
+    s_out, zp_out = runner.output_quant(0)
+    out = []
+    for seq in x:
+        runner.reset()
+        (y,) = runner.run([quantize(seq[None], s_in, zp_in)])
+        out.append(dequantize(y, s_out, zp_out)[0])
+    return np.stack(out)
+
+
+# -- priority 1: ternary / binary, sequence mode, TFLM-verified -----------------------------
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
+def test_ternary_sequence_exact_and_tflm(kind, tmp_path):
+    model = _model("Ternary", kind, stochastic=True)
+    x = _data()
+    res = to_tflite(model, x, output_dir=str(tmp_path))
+    _assert_exact_pieces(model, res.model_bytes)
+    rep = res.report
+    assert rep["exactness"]["all_exact"]
+    assert {"FULLY_CONNECTED"} <= set(res.ops)
+    assert not any(op.startswith(("CUSTOM", "FLEX", "WHILE")) for op in res.ops)
+    # The exporter's report agrees with Keras on held-out data...
+    v = rep["verification"]
+    assert v["held_out"] and v["samples"] == 6
+    assert v["tflm"]["argmax_agreement"] >= 0.8
+    assert v["tflm"]["relative_max_abs_error"] < REL_TOL
+    assert res.arena_bytes and res.arena_bytes > 0
+    # ...and so does an independent TFLM run of the file that was written.
+    with open(tmp_path / "model.tflite", "rb") as fh:
+        written = fh.read()
+    assert written == res.model_bytes
+    ref = model.predict(x[-6:], verbose=0)
+    got = _tflm_outputs(written, x[-6:])
+    np.testing.assert_array_equal(run_tflm(written, x[-6:]), got)  # the public helper
+    assert np.max(np.abs(got - ref)) < REL_TOL * np.max(np.abs(ref))
+    assert np.mean(np.argmax(got, -1) == np.argmax(ref, -1)) >= 0.8
+    # All tensors integer, int8 in and out.
+    io = rep["io"]
+    assert io["inputs"][0]["dtype"] == "int8" and io["outputs"][0]["dtype"] == "int8"
+    fb = flatbuffer.read(written)
+    flatbuffer.check_integer_only(fb)
+    # No variable tensors: nothing hidden is carried from one invoke to the next.
+    assert not any(t.isVariable for t in fb.subgraphs[0].tensors)
+
+
+def test_binary_exact_codes(tmp_path):
+    model = _model("Binary", "GRU")
+    res = to_tflite(model, _data(), verify=False)
+    _assert_exact_pieces(model, res.model_bytes)
+    codes = {c for t in res.report["tensors"] if t["encoding"] == "binary" for c in t["codes"]}
+    assert codes <= {-64, 64}
+    for t in res.report["tensors"]:
+        if t["encoding"] == "binary":
+            layer, name = t["weight"].split("/")
+            assert t["scale"] == [res.report["weights"][t["weight"]]["scale"]]
+
+
+# -- priority 2: shift encoding ---------------------------------------------------------------
+@pytest.mark.parametrize("method,kind", [("Exponential", "LSTM"), ("Pow2Ternary", "GRU"), ("Exponential", "SimpleRNN")])
+def test_shift_encoding_exact(method, kind):
+    model = _model(method, kind, stochastic=True)
+    res = to_tflite(model, _data())
+    _assert_exact_pieces(model, res.model_bytes)
+    shift = [t for t in res.report["tensors"] if t["encoding"] == "shift"]
+    assert shift
+    for t in shift:
+        (scale,) = t["scale"]
+        assert np.log2(scale) == np.round(np.log2(scale))  # power-of-two scale
+        mags = {abs(c) for c in t["codes"]} - {0}
+        assert mags <= {1, 2, 4, 8, 16, 32, 64}
+    assert res.report["verification"]["tflm"]["relative_max_abs_error"] < REL_TOL
+    meta = read_metadata(res.model_bytes)
+    assert {t["encoding"] for t in meta["tensors"]} >= {"shift"}
+
+
+@pytest.mark.parametrize(
+    "method,kind",
+    [("Binary", "LSTM"), ("Binary", "SimpleRNN"), ("Pow2Ternary", "LSTM"), ("Pow2Ternary", "SimpleRNN"),
+     ("Exponential", "GRU")],
+)
+def test_other_method_kind_pairs_exact(method, kind):
+    """The remaining preset pairs (untrained, stochastic): exact weights, integer-only graph."""
+    model = _model(method, kind, train=False, stochastic=True)
+    res = to_tflite(model, _data(12), verify=False)
+    _assert_exact_pieces(model, res.model_bytes)
+    assert res.report["exactness"]["all_exact"]
+    flatbuffer.check_integer_only(flatbuffer.read(res.model_bytes))
+
+
+def test_exponential_too_many_levels_refused():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((T, F)),
+        L.QuantLSTM(U, name="wide_lstm", kernel_quantizer=q.Exponential(num_levels=9),
+                    recurrent_quantizer="exponential", bias_quantizer="exponential"),
+        L.ExponentialDense(C),
+    ])
+    with pytest.raises(ExactnessError, match=r"wide_lstm.*num_levels=7"):
+        to_tflite(model, _data(8), verify=False)
+
+
+# -- files --------------------------------------------------------------------------------------
+def test_files_written(tmp_path):
+    model = _model("Ternary", "LSTM", train=False)
+    res = to_tflite(model, _data(12), output_dir=str(tmp_path))
+    names = sorted(os.listdir(tmp_path))
+    assert names == ["model.tflite", "model_data.cc", "model_data.h", "model_ops.h", "report.json"]
+    cc = (tmp_path / "model_data.cc").read_text()
+    assert "alignas(16) const unsigned char g_model_data[]" in cc
+    assert f"g_model_data_len = {len(res.model_bytes)};" in cc
+    body = cc[cc.index("{") + 1:cc.index("};")]
+    data = bytes(int(b, 16) for b in body.replace("\n", "").split(",") if b.strip())
+    assert data == res.model_bytes
+    ops_h = (tmp_path / "model_ops.h").read_text()
+    for op in res.ops:
+        assert carray.resolver_method(op) in ops_h
+    assert f"kModelNumOps = {len(res.ops)}" in ops_h
+    header = (tmp_path / "model_data.h").read_text()
+    assert "kTensorArenaSize" in header and "kInputScale" in header
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["model_bytes"] == len(res.model_bytes)
+    assert report["arena_bytes"] == res.arena_bytes
+    for key in ("max_abs_error", "argmax_agreement", "us_per_invoke", "arena_bytes"):
+        assert key in report["verification"]["tflm"]
+    assert report["weight_bytes"] < report["model_bytes"]
+
+
+def test_write_atomic_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "model.tflite"
+    carray.write_atomic(str(path), b"old")
+
+    def boom(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        carray.write_atomic(str(path), b"new" * 1000)
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["model.tflite"]  # no temporary file left behind
+
+
+# -- priority 3: clear errors -------------------------------------------------------------------
+def test_unsupported_layer_named():
+    model = keras.Sequential([keras.Input((T, F)), keras.layers.Conv1D(4, 2, name="my_conv"),
+                              L.TernaryLSTM(U), L.TernaryDense(C)])
+    with pytest.raises(UnsupportedLayerError, match=r"my_conv.*Conv1D.*Supported"):
+        to_tflite(model, _data(4), verify=False)
+
+
+def test_go_backwards_and_bidirectional_refused():
+    model = keras.Sequential([keras.Input((T, F)), L.TernaryGRU(U, go_backwards=True, name="back"), L.TernaryDense(C)])
+    with pytest.raises(UnsupportedLayerError, match="back.*go_backwards"):
+        to_tflite(model, _data(4), verify=False)
+    model = keras.Sequential([keras.Input((T, F)), keras.layers.Bidirectional(L.TernaryGRU(U), name="bi"),
+                              L.TernaryDense(C)])
+    with pytest.raises(UnsupportedLayerError, match="bi.*Bidirectional"):
+        to_tflite(model, _data(4), verify=False)
+
+
+def test_masking_refused():
+    model = keras.Sequential([keras.Input((T, F)), keras.layers.Masking(), L.TernaryLSTM(U), L.TernaryDense(C)])
+    with pytest.raises(UnsupportedLayerError, match="Masking"):
+        to_tflite(model, _data(4), verify=False)
+
+
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (None, "required"),
+        (np.zeros((4, T)), "shape"),
+        (np.zeros((4, T, F + 1)), "features"),
+        (np.zeros((4, T + 1, F)), "timesteps"),
+        (np.full((4, T, F), np.nan), "NaN"),
+        (np.array([["a"]]), "numeric"),
+        (np.zeros((0, T, F)), "empty"),
+    ],
+)
+def test_bad_representative_data(data, match):
+    model = _model("Ternary", "SimpleRNN", train=False)
+    with pytest.raises(ExportError, match=match):
+        to_tflite(model, data, verify=False)
+
+
+def test_non_finite_weights_refused():
+    model = _model("Ternary", "LSTM", train=False)
+    kernel = model.layers[0].cell.kernel
+    value = kernel.numpy()
+    value[0, 0] = np.nan
+    kernel.assign(value)
+    with pytest.raises(ExportError, match=r"ternary_lstm.*non-finite"):
+        to_tflite(model, _data(4), verify=False)
+
+
+def test_variable_time_axis_needs_timesteps():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, F)), L.TernaryGRU(U), L.TernaryDense(C)])
+    with pytest.raises(ExportError, match="timesteps"):
+        to_tflite(model, _data(4), verify=False)
+    res = to_tflite(model, _data(12, t=4), timesteps=4)
+    assert res.report["timesteps"] == 4
+    assert res.report["io"]["inputs"][0]["shape"] == [1, 4, F]
+    assert res.verification["tflm"]["relative_max_abs_error"] < REL_TOL
+
+
+def test_bad_mode_and_float_graph_refused():
+    model = _model("Ternary", "SimpleRNN", train=False)
+    with pytest.raises(ExportError, match="mode"):
+        to_tflite(model, _data(4), mode="batch")
+    float_bytes = to_float_tflite(model)
+    with pytest.raises(ExportError, match="FLOAT32"):
+        flatbuffer.check_integer_only(flatbuffer.read(float_bytes))
+
+
+# -- coverage: stacks, float layers around, sequence heads ----------------------------------------
+def test_stacked_with_float_layers():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((T, F)),
+        keras.layers.BatchNormalization(),
+        L.TernaryGRU(U, return_sequences=True),
+        keras.layers.Dropout(0.2),
+        L.ExponentialLSTM(U),
+        keras.layers.Dense(6, activation="relu"),
+        L.TernaryDense(C),
+        keras.layers.Activation("softmax"),
+    ])
+    x = _data()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, np.random.default_rng(2).integers(0, C, len(x)), epochs=1, verbose=0)
+    res = to_tflite(model, x)
+    _assert_exact_pieces(model, res.model_bytes)
+    assert "SOFTMAX" in res.ops
+    assert res.verification["tflm"]["argmax_agreement"] >= 0.8
+    assert res.verification["tflm"]["relative_max_abs_error"] < REL_TOL
+
+
+def test_tflm_abort_becomes_error():
+    """A model TFLM aborts on (softmax after all-zero activations) raises TFLMError, the
+    process survives."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((T, F)), L.TernaryLSTM(U), L.TernaryDense(C),
+                              keras.layers.Activation("softmax")])
+    for w in model.layers[1].weights:
+        w.assign(np.zeros(w.shape, np.float32))
+    with pytest.raises(TFLMError, match="TFLM cannot run"):
+        to_tflite(model, _data(12))
+
+
+# -- stream mode ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_stream_mode_agrees_with_sequence(kind):
+    model = _model("Ternary", kind, epochs=40)
+    x = _data(100, seed=5)
+    res = to_tflite(model, x, mode="stream")
+    _assert_exact_pieces(model, res.model_bytes)
+    io = res.report["io"]
+    n_states = 2 if kind == "LSTM" else 1
+    assert len(io["inputs"]) == 1 + n_states == len(io["outputs"])
+    for i in range(1, 1 + n_states):  # state in/out share quantization: firmware copies bytes
+        assert io["inputs"][i]["scale"] == io["outputs"][i]["scale"]
+        assert io["inputs"][i]["zero_point"] == io["outputs"][i]["zero_point"]
+        assert io["inputs"][i]["shape"] == [1, U]
+    assert io["inputs"][0]["shape"] == [1, F]
+    v = res.verification
+    # Keras (whole sequence) vs TFLM streaming: measured 1.0 on 20 held-out sequences.
+    assert v["tflm"]["argmax_agreement"] >= 0.95
+    # The public helper streams the same way (zero states, one invoke per step).
+    got = run_tflm(res.model_bytes, x[-20:])
+    ref = model.predict(x[-20:], verbose=0)
+    assert got.shape == ref.shape
+    assert np.mean(np.argmax(got, -1) == np.argmax(ref, -1)) == v["tflm"]["argmax_agreement"]
+    assert v["tflm"]["relative_max_abs_error"] < REL_TOL
+    assert res.report["timesteps"] is None
+
+
+def test_stream_graph_does_not_grow_with_T():
+    keras.utils.set_random_seed(0)
+    short = to_tflite(_model("Ternary", "SimpleRNN", train=False), _data(6), mode="stream", verify=False)
+    model = keras.Sequential([keras.Input((None, F)), L.TernarySimpleRNN(U), L.TernaryDense(C)])
+    model.layers[0].set_weights(_model("Ternary", "SimpleRNN", train=False).layers[0].get_weights())
+    long = to_tflite(model, _data(6, t=24), mode="stream", verify=False)
+    assert abs(len(long.model_bytes) - len(short.model_bytes)) < 256
+
+
+@pytest.mark.skipif(__import__("shutil").which("g++") is None, reason="needs g++")
+def test_c_array_compiles_and_matches(tmp_path):
+    """model_data.cc / model_data.h compile, and the array holds the model bytes, 16-byte aligned."""
+    import subprocess
+
+    model = _model("Ternary", "SimpleRNN", train=False)
+    res = to_tflite(model, _data(12), output_dir=str(tmp_path), verify=False)
+    (tmp_path / "check.cc").write_text(
+        '#include <cstdint>\n#include <cstdio>\n#include "model_data.h"\n'
+        "int main() {\n"
+        "  if (reinterpret_cast<std::uintptr_t>(g_model_data) % 16 != 0) return 2;\n"
+        "  unsigned long sum = 0;\n"
+        "  for (unsigned i = 0; i < g_model_data_len; ++i) sum = (sum * 31 + g_model_data[i]) % 1000000007UL;\n"
+        '  std::printf("%u %lu %d %d\\n", g_model_data_len, sum, kModelFeatures, kTensorArenaSize > 0);\n'
+        "  return 0;\n}\n"
+    )
+    exe = tmp_path / "check"
+    subprocess.run(["g++", "-std=c++17", "-O0", "-o", str(exe), str(tmp_path / "check.cc"),
+                    str(tmp_path / "model_data.cc")], check=True, capture_output=True, timeout=120)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True, timeout=30).stdout.split()
+    expected = 0
+    for b in res.model_bytes:
+        expected = (expected * 31 + b) % 1000000007
+    assert out == [str(len(res.model_bytes)), str(expected), str(F), "1"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(tmp_path / "model.tflite").st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+
+
+def test_unbuilt_model_refused():
+    model = keras.Sequential([L.TernaryLSTM(U), L.TernaryDense(C)])
+    with pytest.raises(ExportError, match="keras.Input"):
+        to_tflite(model, _data(4), verify=False)

@@ -1,0 +1,92 @@
+"""The paper-matrix runner end to end on the smoke budget (files and shapes, not accuracy)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RUNNER = ROOT / "examples" / "reproduce_paper.py"
+
+pytestmark = pytest.mark.skipif(
+    not (DATA / "ptb").is_dir() or not (DATA / "fsdd" / "recordings").is_dir(),
+    reason=f"shared data folder {DATA} (ptb/ and fsdd/recordings/) is absent",
+)
+
+
+def _args(tmp_path, *extra):
+    return ["--budget", "smoke", "--data-dir", str(DATA), "--results", str(tmp_path / "results"),
+            "--scratch", str(tmp_path / "scratch"), "--verbose", "0", "--no-tables-every-run", *extra]
+
+
+def _run(tmp_path, *extra):
+    """The runner as a user starts it: a fresh process."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"}
+    env.pop("KERAS_LOWPREC_DATA", None)
+    proc = subprocess.run([sys.executable, str(RUNNER), *_args(tmp_path, *extra)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_runner_smoke_writes_runs_tables_figures_and_resumes(tmp_path, monkeypatch, capsys):
+    # two configurations: a ternary GRU on spoken digits and on PTB characters
+    only = ["--only", "fsdd_conventional", "ptb", "gru", "ternary", "deterministic"]
+    out = _run(tmp_path, *only)
+    runs = sorted((tmp_path / "results" / "runs").glob("*.json"))
+    assert [p.name for p in runs] == ["fsdd_conventional_gru_ternary_det_smoke.json", "ptb_gru_ternary_det_smoke.json"]
+    assert out.count("[done]") == 2
+
+    fsdd = json.loads(runs[0].read_text())
+    assert fsdd["spec"] == {"dataset": "fsdd_conventional", "cell": "gru", "method": "ternary",
+                            "stochastic": False, "budget": "smoke"}
+    s = fsdd["settings"]
+    assert s["units"] == 8 and s["split"] == "conventional" and s["steps_per_epoch"] == 2
+    assert 0.0 <= fsdd["test_accuracy"] <= 1.0 and 0.0 <= fsdd["validation_accuracy"] <= 1.0
+    assert len(fsdd["history"]) == 1 and "val_accuracy" in fsdd["history"][0]
+    w = fsdd["weights"]
+    assert w["shape"] == [40, 24]  # 40 log-mel features -> 3 gates x 8 units
+    assert sum(w["master_hist"]["counts"]) == 40 * 24
+    assert len(w["rounded_values"]["values"]) <= 3 and sum(w["rounded_values"]["counts"]) == 40 * 24
+    assert "reproduce_paper.py" in fsdd["command"]
+
+    ptb = json.loads(runs[1].read_text())
+    assert ptb["metric"] == "bpc" and ptb["test_bpc"] > 0 and ptb["data"]["vocab_size"] == 50
+    assert ptb["data"]["test_chars"] == 1000 and "val_bpc" in ptb["history"][0]
+
+    tables = (tmp_path / "results" / "paper_tables.md").read_text()
+    assert "Runs produced by: `python examples/reproduce_paper.py --budget smoke" in tables
+    assert "| method | rounding | SimpleRNN | GRU | LSTM |" in tables
+    ternary_rows = [line for line in tables.splitlines() if line.startswith("| ternary | deterministic |")]
+    assert len(ternary_rows) == 3  # one per data set
+    assert ternary_rows[0].split("|")[4].strip() == f"{100 * fsdd['test_accuracy']:.1f}"
+    assert ternary_rows[2].split("|")[4].strip() == f"{ptb['test_bpc']:.3f}"
+    for name in ("val_curves_fsdd_conventional", "weights_fsdd_conventional", "val_curves_ptb", "weights_ptb"):
+        png = tmp_path / "results" / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # finished runs leave no scratch behind
+    assert not any((tmp_path / "scratch").glob("*/backup"))
+
+    # resumable: a second call skips the finished runs and leaves their files alone
+    before = {p.name: p.stat().st_mtime_ns for p in runs}
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    monkeypatch.delenv("KERAS_LOWPREC_DATA", raising=False)
+    import reproduce_paper  # in this process: saves a second TensorFlow start
+
+    reproduce_paper.main(_args(tmp_path, *only))
+    out = capsys.readouterr().out
+    assert out.count("[skip]") == 2 and "[run ]" not in out
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "runs").glob("*.json")} == before
+
+
+def test_runner_rejects_unknown_filter_words(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import reproduce_paper
+
+    with pytest.raises(SystemExit, match="gruu"):
+        reproduce_paper.main(["--only", "gruu", "--results", str(tmp_path)])
+    assert not (tmp_path / "paper_tables.md").exists()
