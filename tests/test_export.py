@@ -375,11 +375,21 @@ def test_tflm_abort_becomes_error():
 
 
 # -- stream mode ----------------------------------------------------------------------------------
+# Streaming vs the whole sequence on 300 held-out sequences (not used to calibrate or train),
+# argmax agreement. Measured (TFLM, after the fixes of the stream graph and the shared
+# buffers): LSTM 0.977 with Keras and 0.973 with the sequence export, whose own agreement
+# with Keras is 0.99; GRU 0.993, 0.993 and 1.0. The issue asks for 0.99: the GRU model
+# meets it, the LSTM one does not (its int8 cell state has one scale for every step; the
+# misses are sequences whose two top Keras logits differ by less than a few output steps).
+STREAM_AGREEMENT = {"LSTM": (0.97, 0.965), "GRU": (0.99, 0.99)}
+
+
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
 def test_stream_mode_agrees_with_sequence(kind):
     model = _model("Ternary", kind, epochs=40)
     x = _data(100, seed=5)
-    res = to_tflite(model, x, mode="stream")
+    held = _data(300, seed=7)
+    res = to_tflite(model, x, mode="stream", verify_data=held, max_verify=len(held))
     _assert_exact_pieces(model, res.model_bytes)
     io = res.report["io"]
     n_states = 2 if kind == "LSTM" else 1
@@ -390,14 +400,24 @@ def test_stream_mode_agrees_with_sequence(kind):
         assert io["inputs"][i]["shape"] == [1, U]
     assert io["inputs"][0]["shape"] == [1, F]
     v = res.verification
-    # Keras (whole sequence) vs TFLM streaming: measured 1.0 on 20 held-out sequences.
-    assert v["tflm"]["argmax_agreement"] >= 0.95
-    # The public helper streams the same way (zero states, one invoke per step).
-    got = run_tflm(res.model_bytes, x[-20:])
-    ref = model.predict(x[-20:], verbose=0)
-    assert got.shape == ref.shape
-    assert np.mean(np.argmax(got, -1) == np.argmax(ref, -1)) == v["tflm"]["argmax_agreement"]
+    assert v["samples"] == 300 and v["held_out"]
+    with_keras, with_sequence = STREAM_AGREEMENT[kind]
+    # Keras (whole sequence) vs TFLM streaming.
+    assert v["tflm"]["argmax_agreement"] >= with_keras
     assert v["tflm"]["relative_max_abs_error"] < REL_TOL
+    # The stream export vs the sequence-mode export of the same model, same calibration.
+    vs = v["stream_vs_sequence"]
+    assert vs["samples"] == 300 and vs["timesteps"] == T
+    assert vs["argmax_agreement"] >= with_sequence
+    assert 0 < vs["max_abs_difference"] < REL_TOL * v["tflm"]["reference_abs_max"]
+    # The sequence export itself (a regression check: tensors sharing one buffer in the
+    # converter's output used to get each other's rewritten codes, GRU agreement 0.957).
+    assert vs["sequence_vs_keras_argmax_agreement"] >= 0.99
+    # The public helper streams the same way (zero states, one invoke per step).
+    got = run_tflm(res.model_bytes, held[:20])
+    ref = model.predict(held[:20], verbose=0)
+    assert got.shape == ref.shape
+    assert np.mean(np.argmax(got, -1) == np.argmax(ref, -1)) >= 0.9
     assert res.report["timesteps"] is None
 
 

@@ -226,12 +226,40 @@ def _match(weights, tensor, deq: np.ndarray, as_fc_weight: bool):
     return best
 
 
+def unshare_buffers(model) -> int:
+    """Gives every constant tensor a buffer of its own; returns how many were copied.
+
+    The converter points tensors with identical bytes at one buffer, e.g. the same gate
+    weight at every unrolled step, each tensor with its own quantization. Rewriting the
+    codes of one of them (or requantizing one int32 bias) through a shared buffer would
+    silently change the values all the others compute with. ``dedupe_buffers`` shares
+    identical bytes again once every rewrite is done.
+    """
+    schema = _schema()
+    seen: set[int] = set()
+    copied = 0
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            data = model.buffers[t.buffer].data
+            if data is None or len(data) == 0:
+                continue
+            if t.buffer in seen:
+                buf = schema.BufferT()
+                buf.data = np.array(data, dtype=np.uint8, copy=True)
+                model.buffers.append(buf)
+                t.buffer = len(model.buffers) - 1
+                copied += 1
+            seen.add(t.buffer)
+    return copied
+
+
 def encode_weights(model, weights, optional: tuple[str, ...] = ()) -> list[TensorRecord]:
     """Finds the model's rounded weights in the graph and rewrites them exactly.
 
     Returns one record per constant int8/int32 weight-like tensor. Raises
     ``ExactnessError`` if a quantized weight cannot be found or held exactly.
     """
+    unshare_buffers(model)
     sg = model.subgraphs[0]
     consumers = _consumers(sg)
     records: list[TensorRecord] = []
@@ -346,6 +374,7 @@ def requantize_biases(model, old_bias: dict[int, np.ndarray], weights=()) -> lis
 def share_state_quantization(model, pairs: list[tuple[int, int]]) -> None:
     """For each (input position, output position) pair, give the input state the output's
     quantization, so firmware copies the output's int8 bytes into the input unchanged."""
+    unshare_buffers(model)
     sg = model.subgraphs[0]
     old_bias: dict[int, np.ndarray] = {}
     for op in sg.operators:
@@ -468,3 +497,47 @@ def weight_bytes(model, int8_only: bool = False) -> int:
         seen.add(t.buffer)
         total += arr.nbytes
     return total
+
+
+# -- saturating activations: input ranges no wider than what changes the int8 output -------
+# Int8 TANH has the output scale 1/128 (zero point 0) and LOGISTIC 1/256 (zero point -128)
+# in TFLite. Beyond these input bounds the int8 output is already at its end code
+# (tanh: 127 above atanh(126.5/128) = 2.57, -128 below atanh(-127.5/128) = -3.09; logistic:
+# 127 above logit(254.5/256) = 5.14, -128 below logit(0.5/256) = -6.24), so an input range
+# clipped there gives the same outputs with a finer input step. Small margins kept.
+_SATURATION_BOUNDS = {"TANH": (-3.2, 2.7), "LOGISTIC": (-6.4, 5.3)}
+
+
+def tighten_saturating_inputs(model) -> int:
+    """Narrows the int8 range of each tensor read only by TANH / LOGISTIC to the bounds above
+    (never widens it); returns how many tensors changed. Only tensors produced by ops that
+    read their output scale at Prepare (FULLY_CONNECTED, ADD, SUB, MUL) are touched."""
+    sg = model.subgraphs[0]
+    consumers = _consumers(sg)
+    producers = {o: op for op in sg.operators for o in op.outputs}
+    graph_io = set(sg.inputs) | set(sg.outputs)
+    changed = 0
+    for idx, t in enumerate(sg.tensors):
+        if idx in graph_io or idx not in producers or type_name(t.type) != "INT8":
+            continue
+        names = {op_name(model, op) for op, _ in consumers.get(idx, [])}
+        if len(names) != 1 or not names <= set(_SATURATION_BOUNDS):
+            continue
+        if op_name(model, producers[idx]) not in ("FULLY_CONNECTED", "ADD", "SUB", "MUL"):
+            continue
+        scale, zp, _ = _scales(t)
+        if scale.size != 1:
+            continue
+        s, z = float(scale[0]), int(zp[0])
+        lo, hi = (-128 - z) * s, (127 - z) * s
+        b_lo, b_hi = _SATURATION_BOUNDS[names.pop()]
+        new_lo, new_hi = max(lo, b_lo), min(hi, b_hi)
+        if new_hi - new_lo > 0.97 * (hi - lo):
+            continue  # already (almost) inside the bounds
+        new_lo, new_hi = min(new_lo, 0.0), max(new_hi, 0.0)  # zero stays representable
+        new_s = np.float32((new_hi - new_lo) / 255.0)
+        new_z = int(np.clip(np.round(-128 - new_lo / float(new_s)), -128, 127))
+        t.quantization.scale = [float(new_s)]
+        t.quantization.zeroPoint = [new_z]
+        changed += 1
+    return changed
