@@ -94,7 +94,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--inputs", type=int, default=50)
     parser.add_argument("--units", type=int, default=256)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--kinds", nargs="+", default=["LSTM", "GRU"], choices=list(FLOAT))
     parser.add_argument("--quantizers", nargs="+", default=["ternary", "stochastic_ternary"])
