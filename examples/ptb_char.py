@@ -10,6 +10,7 @@ a ``.json`` with settings, history and metrics next to it).
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def main(argv=None):
     scratch = args.scratch or str(Path(args.out).with_suffix("")) + "_scratch"
     result, model = common.train_ptb(settings, args.data_dir, scratch)
     common.save_outputs(result, model, args.out)
+    if not args.scratch:
+        shutil.rmtree(scratch, ignore_errors=True)  # finished: the resume state is no longer needed
     print(f"validation BPC {result['validation_bpc']:.4f} (best epoch {result['best_epoch']})")
     print(f"test BPC {result['test_bpc']:.4f}")
     print(f"saved {args.out}")

@@ -10,6 +10,7 @@ the ``.keras`` model (plus a ``.json`` with settings, history and metrics next t
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def main(argv=None):
     scratch = args.scratch or str(Path(args.out).with_suffix("")) + "_scratch"
     result, model = common.train_fsdd(settings, args.data_dir, scratch)
     common.save_outputs(result, model, args.out)
+    if not args.scratch:
+        shutil.rmtree(scratch, ignore_errors=True)  # finished: the resume state is no longer needed
     print(f"validation accuracy {result['validation_accuracy']:.4f} (best epoch {result['best_epoch']})")
     print(f"test accuracy {result['test_accuracy']:.4f}")
     print(f"saved {args.out}")
