@@ -41,7 +41,6 @@ def main(argv=None):
     print(f"validation accuracy {result['validation_accuracy']:.4f} (best epoch {result['best_epoch']})")
     print(f"test accuracy {result['test_accuracy']:.4f}")
     print(f"saved {args.out}")
-    # TFLite Micro export: once keras_lowprec's exporter exists, export `model` here.
     return result
 
 
