@@ -285,10 +285,64 @@ def test_go_backwards_and_bidirectional_refused():
         to_tflite(model, _data(4), verify=False)
 
 
+def _padded(n, seed, t=8):
+    """Right-padded (all-zero frames) random sequences of 3..t real frames; class = sign pattern
+    of the mean of features 0 and 1 over the real frames."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, t, F)).astype(np.float32)
+    lengths = rng.integers(3, t + 1, size=n)
+    for i, n_real in enumerate(lengths):
+        x[i, n_real:] = 0.0
+    mean = x.sum(1) / lengths[:, None]
+    y = 2 * (mean[:, 0] > 0) + (mean[:, 1] > 0)
+    return x, y.astype(np.int64), lengths
+
+
+def _masked_model(seed=3):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((None, F))
+    h = keras.layers.Masking(0.0, name="mask")(inp)
+    h = keras.layers.GaussianNoise(0.05)(h)
+    h = keras.layers.GRU(8)(h)
+    out = keras.layers.Dense(C, activation="softmax")(h)
+    model = keras.Model(inp, out)
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
+    x, y, _ = _padded(128, seed)
+    model.fit(x, y, epochs=10, batch_size=32, verbose=0)
+    return model
+
+
+def test_masking_stream_export(tmp_path):
+    model = _masked_model()
+    calib, _, _ = _padded(40, 10)
+    held, _, lengths = _padded(40, 11)
+    res = to_tflite(model, calib, mode="stream", verify_data=held, output_dir=str(tmp_path))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["masking"].startswith("Masking 'mask' dropped")
+    v = res.verification
+    assert v["tflm"]["argmax_agreement"] >= 0.95, v["tflm"]
+    assert v["litert"]["argmax_agreement"] >= 0.95, v["litert"]
+    assert v["masked_frames"]["real_frames_min"] == lengths.min()
+    assert v["masked_frames"]["real_frames_max"] == lengths.max()
+    assert "Masking" in v["stream_vs_sequence"]["skipped"]
+    assert read_metadata(res.model_bytes)["mask_value"] == 0.0
+    # run_tflm feeds only the real frames too, and so does a hand-written stream loop.
+    probs = run_tflm(res.model_bytes, held)
+    ref = model.predict(held, verbose=0)
+    assert np.mean(probs.argmax(-1) == ref.argmax(-1)) >= 0.95
+    unpadded = run_tflm(res.model_bytes, held[:1, :lengths[0]])
+    np.testing.assert_array_equal(unpadded, probs[:1])
+
+
 def test_masking_refused():
     model = keras.Sequential([keras.Input((T, F)), keras.layers.Masking(), L.TernaryLSTM(U), L.TernaryDense(C)])
-    with pytest.raises(UnsupportedLayerError, match="Masking"):
+    with pytest.raises(UnsupportedLayerError, match=r"Masking.*mode='sequence'.*mode='stream'"):
         to_tflite(model, _data(4), verify=False)
+    # Masking anywhere but on the input stays refused, in stream mode too.
+    model = keras.Sequential([keras.Input((T, F)), keras.layers.Dense(F), keras.layers.Masking(),
+                              L.TernaryLSTM(U), L.TernaryDense(C)])
+    with pytest.raises(UnsupportedLayerError, match="Masking.*model input"):
+        to_tflite(model, _data(4), mode="stream", verify=False)
 
 
 @pytest.mark.parametrize(

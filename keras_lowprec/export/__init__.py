@@ -84,7 +84,8 @@ def run_tflm(model_bytes: bytes, x, *, arena_size: int | None = None) -> np.ndar
     """Runs an exported model in the TFLM interpreter on sequences ``x`` (N, T, F).
 
     Quantizes the inputs, resets TFLM between sequences (stream mode: zero states, one
-    invoke per step, output states copied into the input states) and returns the
+    invoke per step, output states copied into the input states; a model exported with
+    Masking gets only the frames that are not masked) and returns the
     dequantized outputs (N, ...) as float32: ``argmax(-1)`` gives the predicted classes.
     Raises ``TFLMError`` with TFLM's message if TFLM cannot run the model.
     """
@@ -95,6 +96,12 @@ def run_tflm(model_bytes: bytes, x, *, arena_size: int | None = None) -> np.ndar
     n_states = len(meta.get("state_names", []))
     x = check_representative_data(x, meta.get("features"), meta.get("timesteps"), name="x")
     arena = arena_size or max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes))
+    if mode == "stream" and meta.get("mask_value") is not None:
+        from keras_lowprec.export import graph
+
+        x = graph.real_frames(x, meta["mask_value"])
+        if any(len(seq) == 0 for seq in x):
+            raise ExportError("x: a sequence has no real frames (every frame equals the model's mask_value).")
     verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1, arena)
     runner = verify_lib.TFLMRunner(model_bytes, arena)
     return verify_lib.run_sequences(runner, x, mode, n_states)
@@ -262,7 +269,11 @@ def to_tflite(
         samples = [[calib[i:i + 1]] for i in idx]
     else:
         fn = graph.step_function(plan)
-        steps, _ = graph.stream_reference(plan, calib[_spread(len(calib), max(1, _MAX_CALIBRATION_SAMPLES // calib.shape[1]))])
+        # Masking: only the real frames of each sequence (what firmware feeds).
+        calib_seqs = _real_sequences(plan, calib, "representative_data")
+        per_seq = max(1.0, float(np.mean([len(s) for s in calib_seqs])))
+        pick = _spread(len(calib_seqs), max(1, int(_MAX_CALIBRATION_SAMPLES // per_seq)))
+        steps, _ = graph.stream_reference(plan, [calib_seqs[i] for i in pick])
         samples = [steps[i] for i in _spread(len(steps), _MAX_CALIBRATION_SAMPLES)]
 
     def representative():
@@ -297,6 +308,8 @@ def to_tflite(
         "state_names": plan.state_names,
         "tensors": [{k: r[k] for k in ("index", "name", "weight", "encoding", "scale")} for r in encodings],
     }
+    if plan.mask_value is not None:
+        metadata["mask_value"] = plan.mask_value
     flatbuffer.add_metadata(fb, flatbuffer.METADATA_NAME, metadata)
     model_bytes = flatbuffer.write(fb)
     fb = flatbuffer.read(model_bytes)
@@ -337,6 +350,7 @@ def to_tflite(
             "int32_bias_tensors": sum(r["encoding"] == "int32-bias" for r in encodings),
         },
         "tightened_activation_ranges": saturating_inputs,
+        "masking": plan.masking,
         "convert_seconds": round(time.perf_counter() - t0, 3),
     }
 
@@ -344,7 +358,11 @@ def to_tflite(
     if verify:
         report["verification"], got_tflm = _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress)
         arena = report["verification"]["tflm"]["arena_bytes"]
-        if mode == "stream":
+        if mode == "stream" and plan.mask_value is not None:
+            report["verification"]["stream_vs_sequence"] = {
+                "skipped": "the model has a Masking layer: a sequence export cannot skip masked frames "
+                           "(Masking is refused in mode='sequence')"}
+        elif mode == "stream":
             report["verification"]["stream_vs_sequence"] = _stream_vs_sequence(model, calib, held, got_tflm)
     elif not _probe:  # internal: the sequence export a stream export is compared with
         arena = None
@@ -427,22 +445,38 @@ def _order_stream_io(fb, plan) -> None:
 def _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress) -> dict:
     from keras_lowprec.export import verify as verify_lib
 
+    from keras_lowprec.export import graph
+
+    masked = mode == "stream" and plan.mask_value is not None
+    if masked:  # Keras skips the masked frames; the stream model gets only the real ones
+        last = graph.last_real_index(held, plan.mask_value)
+        held = held[last >= 0]
+        last = last[last >= 0]
+        if not len(held):
+            raise ExportError("verification data: every frame equals the Masking layer's mask_value "
+                              f"{plan.mask_value:g}; no real frame to verify on.")
     reference = np.asarray(model.predict(held, verbose=0, batch_size=min(len(held), 64)), dtype=np.float32)
     if mode == "stream" and reference.ndim == 3 and _ends_with_sequence(plan):
-        reference = reference[:, -1]
+        reference = reference[np.arange(len(held)), last] if masked else reference[:, -1]
+    frames = graph.real_frames(held, plan.mask_value) if masked else held
 
     def prog(stage):
         return None if progress is None else (lambda i, n: progress(stage, i, n))
 
     out: dict[str, Any] = {"samples": int(len(held)), "held_out": held_out}
     litert = verify_lib.LiteRTRunner(model_bytes)
-    got_lite = verify_lib.run_sequences(litert, held, mode, n_states, prog("litert"))
+    if masked:
+        out["masked_frames"] = {"mask_value": plan.mask_value,
+                                "real_frames_min": int(min(len(f) for f in frames)),
+                                "real_frames_max": int(max(len(f) for f in frames)),
+                                "real_frames_mean": float(np.mean([len(f) for f in frames]))}
+    got_lite = verify_lib.run_sequences(litert, frames, mode, n_states, prog("litert"))
     out["litert"] = verify_lib.compare(reference, got_lite)
     arena = max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes))  # generous; the used size is measured
     verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1, arena)
     tflm = verify_lib.TFLMRunner(model_bytes, arena)
     timings: list[float] = []
-    got_tflm = verify_lib.run_sequences(tflm, held, mode, n_states, prog("tflm"), timings)
+    got_tflm = verify_lib.run_sequences(tflm, frames, mode, n_states, prog("tflm"), timings)
     out["tflm"] = verify_lib.compare(reference, got_tflm)
     out["tflm"]["arena_bytes"] = tflm.arena_bytes()
     steps = held.shape[1]
@@ -502,6 +536,20 @@ def _stream_vs_sequence(model, calib, held, got_stream) -> dict:
             ref = ref[:, -1]
         out["sequence_vs_keras_argmax_agreement"] = float(np.mean(np.argmax(ref, -1) == np.argmax(got_seq, -1)))
     return out
+
+
+def _real_sequences(plan, x: np.ndarray, name: str) -> list:
+    """Stream mode: the sequences of ``x`` as firmware feeds them (Masking: real frames only,
+    sequences without any real frame left out)."""
+    from keras_lowprec.export import graph
+
+    seqs = graph.real_frames(x, plan.mask_value)
+    if plan.mask_value is not None:
+        seqs = [s for s in seqs if len(s)]
+        if not seqs:
+            raise ExportError(f"{name}: every frame equals the Masking layer's mask_value {plan.mask_value:g}; "
+                              "no real frame to calibrate or verify on.")
+    return seqs
 
 
 def _ends_with_sequence(plan) -> bool:

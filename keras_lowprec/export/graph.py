@@ -46,7 +46,7 @@ SUPPORTED_LAYERS = (
     "QuantLSTM / QuantGRU / QuantSimpleRNN and their presets (e.g. TernaryLSTM), keras LSTM / GRU / "
     "SimpleRNN, QuantDense and presets (e.g. TernaryDense), Dense, Activation, ReLU, LeakyReLU, "
     "Softmax, BatchNormalization, LayerNormalization, Flatten, Reshape, Dropout and the other "
-    "noise/dropout layers (identity at inference)"
+    "noise/dropout layers (identity at inference), Masking on the model input (mode='stream' only)"
 )
 
 
@@ -90,6 +90,9 @@ class Plan:
     weights: list[WeightInfo] = field(default_factory=list)
     state_names: list[str] = field(default_factory=list)
     state_sizes: list[int] = field(default_factory=list)
+    # Masking on the model input (stream mode only): its mask_value and the report line.
+    mask_value: float | None = None
+    masking: str | None = None
 
 
 # -- encodings -------------------------------------------------------------------------
@@ -170,6 +173,9 @@ def _chain(model) -> list:
                 raise UnsupportedLayerError(
                     f"layer '{layer.name}' is used more than once; the exporter handles a plain chain of layers."
                 ) from None
+            if isinstance(inp, (list, tuple)) and len(inp) > 1 and inp[0] is prev and all(
+                    "bool" in str(getattr(m, "dtype", "")) for m in inp[1:]):
+                inp = inp[0]  # (x, mask): the mask a Masking layer propagates (see analyze)
             if inp is not prev:
                 raise UnsupportedLayerError(
                     f"layer '{layer.name}' does not take the previous layer's output; the exporter "
@@ -266,10 +272,26 @@ def analyze(model, timesteps: int | None, mode: str) -> Plan:
                 "the sequence backwards as well. Use a unidirectional RNN. Supported: " + SUPPORTED_LAYERS + "."
             )
         if isinstance(layer, keras.layers.Masking):
-            raise UnsupportedLayerError(
-                f"layer '{layer.name}' (Masking) is not supported by the exporter yet: export a model without "
-                "Masking and feed fixed-length (padded) sequences."
-            )
+            if mode != "stream":
+                raise UnsupportedLayerError(
+                    f"layer '{layer.name}' (Masking) is not supported in mode='sequence': a fixed-length "
+                    "graph cannot skip masked frames. Use mode='stream' (firmware feeds only the real frames "
+                    "of a sequence, one per invoke, and resets the state between sequences), or export a "
+                    "model without Masking."
+                )
+            if plan.mask_value is not None or any(s.kind != "identity" for s in plan.stages):
+                raise UnsupportedLayerError(
+                    f"layer '{layer.name}' (Masking) is supported only directly on the model input (before "
+                    "the first recurrent layer, only dropout/noise layers before it)."
+                )
+            mask_value = float(np.asarray(layer.mask_value))
+            if not np.isfinite(mask_value):
+                raise UnsupportedLayerError(f"layer '{layer.name}' (Masking): mask_value must be finite.")
+            plan.mask_value = mask_value
+            plan.masking = (f"Masking '{layer.name}' dropped: stream firmware feeds only the real frames of a "
+                            f"sequence (mask_value={mask_value:g})")
+            plan.stages.append(Stage("identity", layer, layer.name))
+            continue
         if base in _RNN:
             if layer.go_backwards:
                 raise UnsupportedLayerError(
@@ -503,11 +525,28 @@ def step_function(plan: Plan) -> Callable:
     return step
 
 
-def stream_reference(plan: Plan, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Runs the float step twin over ``x`` (N, T, F): per-step calibration inputs and outputs.
+def real_frames(x, mask_value: float | None) -> list[np.ndarray]:
+    """Each sequence of ``x`` (N, T, F) without its masked frames (all features equal to
+    ``mask_value``, as ``keras.layers.Masking`` decides): what stream firmware feeds.
+    ``mask_value=None``: the sequences as they are."""
+    if mask_value is None:
+        return [np.asarray(seq) for seq in x]
+    return [np.asarray(seq)[np.any(np.asarray(seq) != np.float32(mask_value), axis=-1)] for seq in x]
+
+
+def last_real_index(x: np.ndarray, mask_value: float) -> np.ndarray:
+    """Index of the last unmasked frame of each sequence of ``x`` (N, T, F) (-1: none)."""
+    real = np.any(x != np.float32(mask_value), axis=-1)
+    T = x.shape[1]
+    return np.where(real.any(axis=1), T - 1 - np.argmax(real[:, ::-1], axis=1), -1)
+
+
+def stream_reference(plan: Plan, x) -> tuple[list[np.ndarray], Any]:
+    """Runs the float step twin over ``x`` (N, T, F) or a list of (T_i, F) sequences.
 
     Returns ``(samples, outputs)`` where ``samples`` is a list of ``[x_t, *states]`` float32
-    arrays (batch 1) and ``outputs`` the per-step outputs ``(N, T, ...)``.
+    arrays (batch 1) and ``outputs`` the per-step outputs ``(N, T, ...)`` (a list of
+    ``(T_i, ...)`` arrays when the sequences differ in length).
     """
     step = step_function(plan)
     samples, outputs = [], []
@@ -521,4 +560,6 @@ def stream_reference(plan: Plan, x: np.ndarray) -> tuple[list[np.ndarray], np.nd
             states = [r.numpy() for r in res[1:]]
             outs.append(res[0].numpy()[0])
         outputs.append(np.stack(outs))
-    return samples, np.stack(outputs)
+    if len({o.shape for o in outputs}) == 1:
+        return samples, np.stack(outputs)
+    return samples, outputs
