@@ -14,6 +14,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
@@ -28,6 +30,9 @@ def main(argv=None):
     parser.add_argument("--augment", action="store_true", help="time stretch, mel warp, noise (training)")
     parser.add_argument("--noise", type=float, default=0.0, help="GaussianNoise stddev on the frames")
     parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--export", metavar="DIR",
+                        help="also export the model for TensorFlow Lite Micro into DIR (stream mode: one "
+                             "frame per invoke, the recurrent state carried between invokes)")
     args = parser.parse_args(argv)
     settings = common.run_args_settings(args)
     settings.update(split=args.split, fold=int(args.fold) if args.fold.isdigit() else args.fold,
@@ -41,7 +46,24 @@ def main(argv=None):
     print(f"validation accuracy {result['validation_accuracy']:.4f} (best epoch {result['best_epoch']})")
     print(f"test accuracy {result['test_accuracy']:.4f}")
     print(f"saved {args.out}")
+    if args.export:
+        export_stream(model, settings, args.data_dir, args.export)
     return result
+
+
+def export_stream(model, settings: dict, data_dir, out_dir: str) -> None:
+    """Stream-mode int8 export, calibrated on training utterances, verified on test ones."""
+    from keras_lowprec.datasets import fsdd
+    from keras_lowprec.export import to_tflite
+
+    data = fsdd(data_dir, features=settings["features"], split=settings["split"], fold=settings["fold"],
+                normalize=settings["normalize"])
+    rng = np.random.default_rng(0)
+    calibration = data.train.x[rng.permutation(len(data.train))[:200]]
+    result = to_tflite(model, calibration, mode="stream", output_dir=out_dir, verify_data=data.test.x[:100])
+    tflm = result.verification["tflm"]
+    print(f"exported to {out_dir}: {len(result.model_bytes):,} B, arena {result.arena_bytes:,} B, "
+          f"TFLM argmax agreement with Keras {tflm['argmax_agreement']:.1%} on {len(data.test.x[:100])} test utterances")
 
 
 if __name__ == "__main__":
