@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -437,3 +438,14 @@ def save_outputs(result: dict, model, out: str):
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+
+
+def train_and_save(train_fn, settings: dict, args):
+    """Runs ``train_fn`` with a resume folder, saves model and result to ``args.out`` and
+    removes the resume folder once finished (unless ``--scratch`` named one)."""
+    scratch = args.scratch or str(Path(args.out).with_suffix("")) + "_scratch"
+    result, model = train_fn(settings, args.data_dir, scratch)
+    save_outputs(result, model, args.out)
+    if not args.scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return result, model

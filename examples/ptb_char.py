@@ -10,9 +10,7 @@ a ``.json`` with settings, history and metrics next to it).
 
 import argparse
 import os
-import shutil
 import sys
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -31,11 +29,7 @@ def main(argv=None):
     settings = common.run_args_settings(args)
     settings.update(seq_len=args.seq_len, embedding=args.embedding, dropout=args.dropout,
                     patience=args.patience, max_eval_chars=args.max_eval_chars)
-    scratch = args.scratch or str(Path(args.out).with_suffix("")) + "_scratch"
-    result, model = common.train_ptb(settings, args.data_dir, scratch)
-    common.save_outputs(result, model, args.out)
-    if not args.scratch:
-        shutil.rmtree(scratch, ignore_errors=True)  # finished: the resume state is no longer needed
+    result, model = common.train_and_save(common.train_ptb, settings, args)
     print(f"validation BPC {result['validation_bpc']:.4f} (best epoch {result['best_epoch']})")
     print(f"test BPC {result['test_bpc']:.4f}")
     print(f"saved {args.out}")

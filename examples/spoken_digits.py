@@ -10,9 +10,7 @@ the ``.keras`` model (plus a ``.json`` with settings, history and metrics next t
 
 import argparse
 import os
-import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -38,11 +36,7 @@ def main(argv=None):
     settings.update(split=args.split, fold=int(args.fold) if args.fold.isdigit() else args.fold,
                     features=args.features, normalize=args.normalize, augment=args.augment,
                     noise=args.noise, dropout=args.dropout)
-    scratch = args.scratch or str(Path(args.out).with_suffix("")) + "_scratch"
-    result, model = common.train_fsdd(settings, args.data_dir, scratch)
-    common.save_outputs(result, model, args.out)
-    if not args.scratch:
-        shutil.rmtree(scratch, ignore_errors=True)  # finished: the resume state is no longer needed
+    result, model = common.train_and_save(common.train_fsdd, settings, args)
     print(f"validation accuracy {result['validation_accuracy']:.4f} (best epoch {result['best_epoch']})")
     print(f"test accuracy {result['test_accuracy']:.4f}")
     print(f"saved {args.out}")
