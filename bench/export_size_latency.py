@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="results/export_size_latency.json")
     parser.add_argument("--units", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--kinds", nargs="+", default=["LSTM", "GRU", "SimpleRNN"])
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args(argv)
 
     import tensorflow as tf

@@ -39,7 +39,8 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data
 FSDD_DEFAULTS = dict(
     dataset="fsdd", split="conventional", fold=0, cell="gru", method="float", stochastic=False,
     units=96, epochs=30, batch_size=32, lr=2e-3, seed=0, features="logmel", normalize="global",
-    augment=False, noise=0.0, dropout=0.0, steps_per_epoch=None, max_train=None, max_eval=None,
+    augment=False, specaugment=False, noise=0.0, dropout=0.0, steps_per_epoch=None, max_train=None,
+    max_eval=None, train_on_validation=False,
 )
 PTB_DEFAULTS = dict(
     dataset="ptb", cell="gru", method="float", stochastic=False, units=256, embedding=32,
@@ -128,11 +129,14 @@ class BucketBatches:
     Padding stays zero, so ``Masking`` ignores it; rounding lengths up to a multiple of
     16 keeps the number of traced shapes small. ``augment`` (training only): random
     time stretch (0.85–1.15), mel-axis warp (0.9–1.1, log-mel only) and Gaussian noise
-    of 0.1 on the real frames.
+    of 0.1 on the real frames; ``specaugment`` adds SpecAugment masks (Park et al., 2019)
+    before the noise: two time masks of up to 10% of the frames and two frequency masks of
+    up to 1/8 of the bins, set to 0 (the mean of a mean-normalized feature).
     """
 
-    def __init__(self, split, batch_size, shuffle=False, augment=False, warp=True, seed=0):
+    def __init__(self, split, batch_size, shuffle=False, augment=False, warp=True, specaugment=False, seed=0):
         self.split, self.batch_size, self.shuffle, self.augment, self.warp = split, batch_size, shuffle, augment, warp
+        self.specaugment = specaugment
         self.rng = np.random.default_rng(seed)
         self._make_batches()
 
@@ -168,6 +172,17 @@ class BucketBatches:
             hi = np.minimum(lo + 1, f - 1)
             w = src - lo
             u = u[:, lo] * (1 - w) + u[:, hi] * w
+        if self.specaugment:
+            u = u.copy()
+            n = len(u)
+            for size, axis_len, axis in ((max(1, n // 10), n, 0), (max(1, f // 8), f, 1)):
+                for _ in range(2):
+                    width = int(self.rng.integers(0, size + 1))
+                    start = int(self.rng.integers(0, axis_len - width + 1))
+                    if axis == 0:
+                        u[start:start + width] = 0.0
+                    else:
+                        u[:, start:start + width] = 0.0
         u = u + self.rng.normal(0, 0.1, size=u.shape)
         return u.astype(np.float32)
 
@@ -342,6 +357,15 @@ def _subset(split, n):
                                   split.files[idx])
 
 
+def _concat(a, b):
+    """Two padded splits as one (padded to the longer of the two)."""
+    t = max(a.x.shape[1], b.x.shape[1])
+    pad = lambda x: np.pad(x, ((0, 0), (0, t - x.shape[1]), (0, 0)))  # noqa: E731
+    return datasets.SequenceSplit(np.concatenate([pad(a.x), pad(b.x)]), np.concatenate([a.y, b.y]),
+                                  np.concatenate([a.lengths, b.lengths]), np.concatenate([a.speakers, b.speakers]),
+                                  np.concatenate([a.files, b.files]))
+
+
 # ---------------------------------------------------------------------------------------
 # one run per data set
 # ---------------------------------------------------------------------------------------
@@ -352,21 +376,27 @@ def train_fsdd(settings: dict, data_dir=None, scratch=None, verbose=2):
                          normalize=s["normalize"])
     train = _subset(data.train, s["max_train"])
     val, test = _subset(data.validation, s["max_eval"]), _subset(data.test, s["max_eval"])
+    if s["train_on_validation"]:  # fixed epoch count chosen beforehand; nothing left to validate on
+        train, val = _concat(train, val), None
     model = fsdd_model(data.num_features, s)
     train_b = BucketBatches(train, s["batch_size"], shuffle=True, augment=s["augment"],
-                            warp=s["features"] == "logmel", seed=s["seed"])
-    val_b = BucketBatches(val, 256)
+                            warp=s["features"] == "logmel", specaugment=s["specaugment"], seed=s["seed"])
     import tensorflow as tf
     specs = (tf.TensorSpec((None, None, data.num_features), tf.float32), tf.TensorSpec((None,), tf.int32))
-    train_b, val_b = as_dataset(train_b, *specs), as_dataset(val_b, *specs)
+    train_b = as_dataset(train_b, *specs)
+    val_b = None if val is None else as_dataset(BucketBatches(val, 256), *specs)
     scratch = Path(scratch) if scratch else Path(os.path.expanduser("~/.keras/keras_lowprec/scratch/tmp"))
     t0 = time.time()
+    # without validation data the last epoch's weights are kept (RunLog sees no val_accuracy)
     state = _fit(model, train_b, val_b, s, scratch, "val_accuracy", "max", verbose=verbose)
-    val_acc = float((predict_split(model, val).argmax(-1) == val.y).mean())
+    if val is None:
+        state["best_epoch"] = len(state["history"])
+    val_acc = None if val is None else float((predict_split(model, val).argmax(-1) == val.y).mean())
     test_acc = float((predict_split(model, test).argmax(-1) == test.y).mean())
     result = {
         "settings": s, "data": data.info,
         "metric": "accuracy", "validation_accuracy": val_acc, "test_accuracy": test_acc,
+        "train_examples": len(train), "train_speakers": sorted(set(train.speakers.tolist())),
         "best_epoch": state["best_epoch"], "epochs_run": len(state["history"]),
         "train_seconds": state["seconds"], "wall_seconds": time.time() - t0,
         "history": state["history"], "weights": weight_summary(model),

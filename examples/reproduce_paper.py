@@ -18,10 +18,14 @@ ptb (characters)}. Float has no stochastic variant.
   Words of the same kind are alternatives; different kinds must all match.
 * Speaker-independent FSDD: the preprocessing (normalization, augmentation, dropout) is
   chosen first, with a float GRU, on the *validation* speaker of every fold (never the
-  held-out test speaker); all methods then use the chosen preprocessing.
+  held-out test speaker), together with the epoch count (median best validation epoch
+  of the chosen candidate). Every method is then trained on all five non-test speakers
+  (training + validation speaker) for that many epochs and tested once on the held-out
+  speaker.
 * At the end ``results/paper_tables.md`` (test accuracy for FSDD, test BPC for PTB; one
   row per method, one column per cell type) and ``results/figures/*.png`` are written
-  from all result files present.
+  from all result files present; ``results/findings.md`` (the hand-written comparison
+  with the paper) is copied in verbatim.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import math
 import os
 import shlex
 import shutil
+import statistics
 import sys
 import time
 import traceback
@@ -57,7 +62,7 @@ BUDGETS = {
         "fsdd_conventional": dict(units=96, epochs=30, batch_size=32, lr=2e-3, normalize="global", noise=0.3,
                                   dropout=0.3),
         "fsdd_speaker": dict(units=96, epochs=30, batch_size=32, lr=2e-3),
-        "ptb": dict(units=256, embedding=32, seq_len=100, epochs=4, batch_size=64, lr=2e-3, patience=2),
+        "ptb": dict(units=256, embedding=32, seq_len=100, epochs=6, batch_size=64, lr=2e-3, patience=2),
     },
     "full": {
         "fsdd_conventional": dict(units=128, epochs=60, batch_size=32, lr=2e-3, normalize="global", noise=0.3,
@@ -74,6 +79,7 @@ SPEAKER_CANDIDATES = {
     "global-aug": dict(normalize="global", augment=True, noise=0.3, dropout=0.3),
     "cmn-aug": dict(normalize="cmn", augment=True, noise=0.3, dropout=0.3),
     "utt-aug": dict(normalize="utterance", augment=True, noise=0.3, dropout=0.3),
+    "cmn-specaug": dict(normalize="cmn", augment=True, specaugment=True, noise=0.3, dropout=0.3),
 }
 SMOKE_CANDIDATES = ("global-reg",)
 
@@ -92,6 +98,8 @@ def run_id(spec: dict) -> str:
     parts += [spec["cell"], spec["method"], "sto" if spec["stochastic"] else "det", spec["budget"]]
     if spec.get("prep"):
         parts.append(spec["prep"])
+    if spec.get("epochs"):  # final speaker-independent run: all 5 non-test speakers, fixed epochs
+        parts.append(f"all5x{spec['epochs']}")
     return "_".join(parts)
 
 
@@ -143,6 +151,8 @@ def settings_for(spec: dict) -> dict:
         s.update(split="conventional")
     elif spec["dataset"] == "fsdd_speaker":
         s.update(split="speaker", fold=spec["fold"], **SPEAKER_CANDIDATES[spec["prep"]])
+        if spec.get("epochs"):
+            s.update(epochs=spec["epochs"], train_on_validation=True)
     return s
 
 
@@ -192,7 +202,8 @@ class Runner:
         tmp.write_text(json.dumps(result, indent=1))
         os.replace(tmp, path)
         shutil.rmtree(scratch, ignore_errors=True)
-        metric = (f"test acc {result['test_accuracy']:.4f} (val {result['validation_accuracy']:.4f})"
+        val = result.get("validation_accuracy")
+        metric = (f"test acc {result['test_accuracy']:.4f} (val {'—' if val is None else f'{val:.4f}'})"
                   if result["metric"] == "accuracy" else
                   f"test BPC {result['test_bpc']:.4f} (val {result['validation_bpc']:.4f})")
         print(f"[done] {rid}: {metric}, {result['total_seconds']:.0f} s", flush=True)
@@ -203,14 +214,19 @@ class Runner:
                 traceback.print_exc()
         return result
 
-    def select_speaker_prep(self, budget: str) -> str | None:
-        """Float GRU on every fold with each candidate; the best mean *validation* accuracy wins."""
+    def select_speaker_prep(self, budget: str) -> tuple | None:
+        """Float GRU on every fold with each candidate; the best mean *validation* accuracy
+        wins. Returns (candidate, epochs): epochs is the median best validation epoch of the
+        winner over the folds, the fixed length of the final runs on all five speakers.
+        A recorded selection is reused while the candidate list is unchanged."""
         path = self.runs_dir / f"fsdd_speaker_selection_{budget}.json"
-        if path.is_file():
-            return json.loads(path.read_text())["chosen"]
         names = SMOKE_CANDIDATES if budget == "smoke" else tuple(SPEAKER_CANDIDATES)
+        if path.is_file():
+            recorded = json.loads(path.read_text())
+            if set(recorded["candidates"]) == set(names) and "epochs" in recorded:
+                return recorded["chosen"], recorded["epochs"]
         folds = self.folds
-        table = {}
+        table, best_epochs = {}, {}
         for name in names:
             vals = []
             for fold in folds:
@@ -219,16 +235,21 @@ class Runner:
                 if res is None:
                     return None
                 vals.append(res["validation_accuracy"])
+                best_epochs.setdefault(name, []).append(res["best_epoch"])
             table[name] = {"settings": SPEAKER_CANDIDATES[name], "validation_accuracy_per_fold": vals,
-                           "mean_validation_accuracy": sum(vals) / len(vals)}
+                           "mean_validation_accuracy": sum(vals) / len(vals),
+                           "best_epoch_per_fold": best_epochs[name]}
         chosen = max(table, key=lambda k: table[k]["mean_validation_accuracy"])
+        epochs = int(statistics.median_low(best_epochs[chosen]))
         if set(folds) == set(FOLDS):  # only a complete selection is recorded for good
-            path.write_text(json.dumps({"chosen": chosen, "criterion": "mean validation accuracy of a float GRU "
-                                        "over the folds (validation speaker, never the test speaker)",
+            path.write_text(json.dumps({"chosen": chosen, "epochs": epochs,
+                                        "criterion": "mean validation accuracy of a float GRU over the folds "
+                                        "(validation speaker, never the test speaker); epochs: median best "
+                                        "validation epoch of the winner",
                                         "folds": list(folds), "candidates": table, "command": self.command},
                                        indent=1))
-        print(f"[prep] fsdd_speaker preprocessing chosen on validation: {chosen}", flush=True)
-        return chosen
+        print(f"[prep] fsdd_speaker preprocessing chosen on validation: {chosen}, {epochs} epochs", flush=True)
+        return chosen, epochs
 
     @property
     def folds(self):
@@ -257,7 +278,7 @@ class Runner:
                         print("[fail] preprocessing selection failed; skipping fsdd_speaker", flush=True)
                         continue
                 for s in specs:
-                    s["prep"] = prep
+                    s["prep"], s["epochs"] = prep
             for spec in specs:
                 self.run(spec)
 
@@ -289,7 +310,7 @@ def best_budget_runs(results: list, dataset: str, selection: dict) -> dict:
             continue
         if dataset == "fsdd_speaker":
             chosen = selection.get(sp["budget"])
-            if chosen is None or sp.get("prep") != chosen:
+            if chosen is None or (sp.get("prep"), sp.get("epochs")) != chosen:
                 continue
         groups.setdefault((sp["cell"], sp["method"], sp["stochastic"]), {}).setdefault(sp["budget"], []).append(r)
     return {k: v[max(v, key=BUDGET_RANK.get)] for k, v in groups.items()}
@@ -324,6 +345,8 @@ def metric_value(runs, dataset, which="test"):
     if dataset == "fsdd_speaker" and len(runs) < len(FOLDS):
         return None  # a mean over fewer folds is not compared
     key = "test_accuracy" if which == "test" else "validation_accuracy"
+    if any(r.get(key) is None for r in runs):
+        return None  # final speaker-independent runs train on the validation speaker too
     return 100 * sum(r[key] for r in runs) / len(runs)
 
 
@@ -343,7 +366,7 @@ def write_tables(results_dir: Path, command: str):
     selection = {}
     for path in runs_dir.glob("fsdd_speaker_selection_*.json"):
         selection[path.stem.rsplit("_", 1)[1]] = json.loads(path.read_text())
-    chosen = {b: s["chosen"] for b, s in selection.items()}
+    chosen = {b: (s["chosen"], s.get("epochs")) for b, s in selection.items()}
     lines = [
         "# Reproduction of Ott et al. (2016) with keras_lowprec",
         "",
@@ -351,8 +374,9 @@ def write_tables(results_dir: Path, command: str):
                                 or "(no runs yet)")
         + f"; tables written by `{command}`. Each run's settings are in `results/runs/<run id>.json`.",
         f"Generated at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from {len(results)} finished runs.",
-        "Test numbers are evaluated once, on the weights of the best validation epoch; every choice (epoch, "
-        "preprocessing) was made on the validation split. Quantized models are evaluated with deterministic "
+        "Test numbers are evaluated once, on the weights of the best validation epoch (speaker-independent FSDD: "
+        "after the fixed number of epochs chosen on the validation speakers, trained on all five non-test "
+        "speakers); every choice (epoch, preprocessing) was made on the validation split. Quantized models are evaluated with deterministic "
         "rounding (also when trained stochastically). Budgets: "
         + "; ".join(f"`{b}`" for b in BUDGETS) + " (settings in each result file). '—' = not run (yet).",
         "",
@@ -377,7 +401,9 @@ def write_tables(results_dir: Path, command: str):
                                   for k, v in sel["candidates"].items())
                 lines.append(f"Preprocessing ({b}) chosen on the validation speakers with a float GRU: "
                              f"**{sel['chosen']}** = {sel['candidates'][sel['chosen']]['settings']} "
-                             f"(mean validation accuracy: {cands}).")
+                             f"(mean validation accuracy: {cands}); each table cell then trains on all five "
+                             f"non-test speakers for {sel.get('epochs', '?')} epochs (median best validation "
+                             f"epoch of the winner) and tests once on the held-out speaker.")
         lines += ["", "| method | rounding | " + " | ".join(CELL_LABEL[c] for c in TABLE_CELLS) + " |",
                   "|---|---|" + "---|" * len(TABLE_CELLS)]
         for method, stochastic in ROWS:
@@ -398,6 +424,9 @@ def write_tables(results_dir: Path, command: str):
                 vals = [t for t in vals if t[2] is not None]
                 if not vals:
                     continue
+                if any(t[1] is None for t in vals):  # no validation left: deterministic, the default
+                    vals = [t for t in vals if not t[0]] or vals[:1]
+                    vals = [(st, 0.0, v) for st, _, v in vals]
                 if dataset == "ptb":
                     st, _, v = min(vals, key=lambda t: t[1])
                     diff = v - base
@@ -422,6 +451,9 @@ def write_tables(results_dir: Path, command: str):
               "stochastic rounding regularizes). FSDD stands in for TIDIGITS. Targets of this project: within "
               "1 point (FSDD conventional), 2 points (FSDD speaker-independent), 0.05 BPC (PTB) of float.", ""]
     lines += findings or ["- no method has both a float baseline and a quantized result yet."]
+    notes = results_dir / "findings.md"  # the hand-written reading of the tables, kept verbatim
+    if notes.is_file():
+        lines += ["", notes.read_text().strip()]
     lines += ["", "Figures: `figures/val_curves_<dataset>.png` (validation curves per method), "
               "`figures/weights_<dataset>.png` (master weights vs their rounded values, input kernel of the "
               "recurrent layer, one trained GRU per method).", ""]

@@ -3,8 +3,12 @@
     python examples/spoken_digits.py --cell gru --method ternary --out /tmp/fsdd_gru_ternary.keras
     python examples/spoken_digits.py --split speaker --fold 3 --augment --method exponential --stochastic \
         --out /tmp/fsdd_spk3.keras
+    python examples/spoken_digits.py --split speaker --fold 3 --normalize cmn --augment --noise 0.3 \
+        --dropout 0.3 --train-on-validation --epochs 24 --out /tmp/fsdd_spk3_all5.keras
 
-Prints validation and test accuracy (test once, on the best-validation epoch) and saves
+Prints validation and test accuracy (test once, on the best-validation epoch; with
+``--train-on-validation`` the validation utterances join the training set, the model of the
+last epoch is tested and there is no validation number) and saves
 the ``.keras`` model (plus a ``.json`` with settings, history and metrics next to it).
 """
 
@@ -26,6 +30,11 @@ def main(argv=None):
     parser.add_argument("--features", choices=["logmel", "mfcc"], default="logmel")
     parser.add_argument("--normalize", choices=["global", "utterance", "cmn", "none"], default="global")
     parser.add_argument("--augment", action="store_true", help="time stretch, mel warp, noise (training)")
+    parser.add_argument("--specaugment", action="store_true",
+                        help="with --augment: also SpecAugment time and frequency masks")
+    parser.add_argument("--train-on-validation", action="store_true",
+                        help="train on training + validation data for exactly --epochs (settings chosen "
+                             "beforehand); tests the last epoch")
     parser.add_argument("--noise", type=float, default=0.0, help="GaussianNoise stddev on the frames")
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--export", metavar="DIR",
@@ -35,9 +44,13 @@ def main(argv=None):
     settings = common.run_args_settings(args)
     settings.update(split=args.split, fold=int(args.fold) if args.fold.isdigit() else args.fold,
                     features=args.features, normalize=args.normalize, augment=args.augment,
-                    noise=args.noise, dropout=args.dropout)
+                    specaugment=args.specaugment, noise=args.noise, dropout=args.dropout,
+                    train_on_validation=args.train_on_validation)
+    if args.specaugment and not args.augment:
+        parser.error("--specaugment needs --augment")
     result, model = common.train_and_save(common.train_fsdd, settings, args)
-    print(f"validation accuracy {result['validation_accuracy']:.4f} (best epoch {result['best_epoch']})")
+    if result["validation_accuracy"] is not None:
+        print(f"validation accuracy {result['validation_accuracy']:.4f} (best epoch {result['best_epoch']})")
     print(f"test accuracy {result['test_accuracy']:.4f}")
     print(f"saved {args.out}")
     if args.export:

@@ -83,6 +83,22 @@ def test_runner_smoke_writes_runs_tables_figures_and_resumes(tmp_path, monkeypat
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "runs").glob("*.json")} == before
 
 
+def test_runner_speaker_protocol_selects_on_validation_then_trains_on_five_speakers(tmp_path):
+    out = _run(tmp_path, "--only", "fsdd_speaker", "gru", "float", "fold0")
+    runs = {p.name: json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")}
+    selection = runs.pop("fsdd_speaker_fold0_gru_float_det_smoke_global-reg.json")
+    assert selection["validation_accuracy"] is not None and selection["settings"]["train_on_validation"] is False
+    assert len(selection["train_speakers"]) == 4
+    assert "[prep] fsdd_speaker preprocessing chosen on validation: global-reg, 1 epochs" in out
+    (name, final), = runs.items()  # one selection fold only: nothing recorded for good
+    assert name == "fsdd_speaker_fold0_gru_float_det_smoke_global-reg_all5x1.json"
+    assert final["settings"]["train_on_validation"] is True and final["settings"]["epochs"] == 1
+    assert final["validation_accuracy"] is None and 0.0 <= final["test_accuracy"] <= 1.0
+    test_speaker = final["data"]["test_speaker"]
+    assert len(final["train_speakers"]) == 5 and test_speaker not in final["train_speakers"]
+    assert final["data"]["validation_speaker"] in final["train_speakers"]
+
+
 def test_runner_rejects_unknown_filter_words(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
     import reproduce_paper
