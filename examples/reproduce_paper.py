@@ -80,6 +80,11 @@ SPEAKER_CANDIDATES = {
     "cmn-aug": dict(normalize="cmn", augment=True, noise=0.3, dropout=0.3),
     "utt-aug": dict(normalize="utterance", augment=True, noise=0.3, dropout=0.3),
     "cmn-specaug": dict(normalize="cmn", augment=True, specaugment=True, noise=0.3, dropout=0.3),
+    # 13 MFCCs keep the spectral envelope and drop the pitch harmonics that 40 log-mel bins
+    # still resolve: the classic speaker-robust front end (time-stretch augmentation only)
+    "mfcc-cmvn-aug": dict(features="mfcc", normalize="utterance", augment=True, noise=0.3, dropout=0.3),
+    # per-speaker mean/variance normalization (the held-out speaker's own, label-free statistics)
+    "spk-aug": dict(normalize="speaker", augment=True, noise=0.3, dropout=0.3),
 }
 SMOKE_CANDIDATES = ("global-reg",)
 

@@ -28,7 +28,7 @@ def main(argv=None):
     parser.add_argument("--split", choices=["conventional", "speaker"], default="conventional")
     parser.add_argument("--fold", default="0", help="speaker split: test speaker, 0-5 or a name")
     parser.add_argument("--features", choices=["logmel", "mfcc"], default="logmel")
-    parser.add_argument("--normalize", choices=["global", "utterance", "cmn", "none"], default="global")
+    parser.add_argument("--normalize", choices=["global", "utterance", "cmn", "speaker", "none"], default="global")
     parser.add_argument("--augment", action="store_true", help="time stretch, mel warp, noise (training)")
     parser.add_argument("--specaugment", action="store_true",
                         help="with --augment: also SpecAugment time and frequency masks")

@@ -480,7 +480,11 @@ def fsdd(
     ``normalize``: ``"utterance"`` — mean and variance normalization of each feature over
     the real frames of each utterance (speaker/channel robust); ``"cmn"`` — cepstral mean
     normalization: each utterance's own mean removed, then one standard deviation per
-    feature from the training split; ``"global"`` — one mean
+    feature from the training split; ``"speaker"`` — per-speaker mean and variance
+    normalization (Kaldi's per-speaker CMVN): one mean and standard deviation per feature
+    and speaker over all of that speaker's real frames (labels unused; for a held-out
+    speaker this needs their recordings up front, as speaker-adaptive systems do);
+    ``"global"`` — one mean
     and standard deviation per feature from the training split's real frames; ``None`` —
     raw features. Padding stays exactly zero in every case (see :class:`SequenceSplit`).
 
@@ -500,8 +504,8 @@ def fsdd(
         raise ValueError(f"features must be 'logmel' or 'mfcc', got {features!r}.")
     if split not in ("conventional", "speaker"):
         raise ValueError(f"split must be 'conventional' or 'speaker', got {split!r}.")
-    if normalize not in ("utterance", "cmn", "global", None, "none"):
-        raise ValueError(f"normalize must be 'utterance', 'cmn', 'global' or None, got {normalize!r}.")
+    if normalize not in ("utterance", "cmn", "speaker", "global", None, "none"):
+        raise ValueError(f"normalize must be 'utterance', 'cmn', 'speaker', 'global' or None, got {normalize!r}.")
     normalize = None if normalize == "none" else normalize
 
     root = _resolve_data_dir(data_dir)
@@ -546,6 +550,12 @@ def fsdd(
         train_frames = np.concatenate([u for u, keep in zip(utterances, parts["train"]) if keep])
         std = train_frames.std(0) + 1e-5
         utterances = [u / std for u in utterances]
+    elif normalize == "speaker":
+        stats = {}
+        for spk in np.unique(speakers):
+            frames = np.concatenate([u for u, who in zip(utterances, speakers) if who == spk])
+            stats[spk] = (frames.mean(0), frames.std(0) + 1e-5)
+        utterances = [(u - stats[who][0]) / stats[who][1] for u, who in zip(utterances, speakers)]
     elif normalize == "global":
         train_frames = np.concatenate([u for u, keep in zip(utterances, parts["train"]) if keep])
         mean, std = train_frames.mean(0), train_frames.std(0) + 1e-5

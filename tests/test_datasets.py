@@ -230,3 +230,15 @@ def test_fsdd_cepstral_mean_normalization_is_per_utterance():
         assert np.all(split.x[~split.mask] == 0.0)
     with pytest.raises(ValueError, match="normalize"):
         datasets.fsdd(DATA, normalize="bogus")
+
+
+@needs_data
+def test_fsdd_speaker_normalization_uses_each_speakers_own_statistics():
+    d = datasets.fsdd(DATA, split="speaker", fold=2, normalize="speaker")
+    for split in (d.train, d.validation, d.test):
+        for spk in np.unique(split.speakers):
+            rows = split.speakers == spk
+            frames = split.x[rows][split.mask[rows]]  # every real frame of that speaker
+            np.testing.assert_allclose(frames.mean(0), 0.0, atol=1e-3)
+            np.testing.assert_allclose(frames.std(0), 1.0, atol=1e-3)
+        assert np.all(split.x[~split.mask] == 0.0)
