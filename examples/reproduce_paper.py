@@ -459,7 +459,8 @@ def write_tables(results_dir: Path, command: str):
     notes = results_dir / "findings.md"  # the hand-written reading of the tables, kept verbatim
     if notes.is_file():
         lines += ["", notes.read_text().strip()]
-    lines += ["", "Figures: `figures/val_curves_<dataset>.png` (validation curves per method), "
+    lines += ["", "Figures: `figures/val_curves_<dataset>.png` (validation curves per method; speaker-independent "
+              "FSDD: training curves, its final runs have no validation data), "
               "`figures/weights_<dataset>.png` (master weights vs their rounded values, input kernel of the "
               "recurrent layer, one trained GRU per method).", ""]
     (results_dir / "paper_tables.md").write_text("\n".join(lines))
@@ -479,6 +480,9 @@ def write_figures(results_dir: Path, results: list, chosen: dict):
         if not table:
             continue
         key = "val_bpc" if dataset == "ptb" else "val_accuracy"
+        curve = "validation"
+        if not any(key in h for runs in table.values() for r in runs for h in r["history"]):
+            key, curve = "accuracy", "training"  # final speaker-independent runs: no validation data
         fig, axes = plt.subplots(1, len(common.METHODS), figsize=(4 * len(common.METHODS), 3.4), sharey=True)
         for ax, method in zip(axes, common.METHODS):
             for (cell, m, st), runs in sorted(table.items()):
@@ -496,9 +500,10 @@ def write_figures(results_dir: Path, results: list, chosen: dict):
             ax.grid(alpha=0.3)
             if ax.lines:
                 ax.legend(fontsize=7)
-        axes[0].set_ylabel("validation BPC" if dataset == "ptb" else "validation accuracy"
+        axes[0].set_ylabel(f"{curve} BPC" if dataset == "ptb" else f"{curve} accuracy"
                            + (" (mean over folds)" if dataset == "fsdd_speaker" else ""))
-        fig.suptitle(TITLES[dataset].split(" — ")[0] + ": validation curves")
+        fig.suptitle(TITLES[dataset].split(" — ")[0] + f": {curve} curves"
+                     + (" (trained on all five non-test speakers: no validation data)" if curve == "training" else ""))
         fig.tight_layout()
         fig.savefig(fig_dir / f"val_curves_{dataset}.png", dpi=90)
         plt.close(fig)

@@ -3,8 +3,8 @@
     python examples/spoken_digits.py --cell gru --method ternary --out /tmp/fsdd_gru_ternary.keras
     python examples/spoken_digits.py --split speaker --fold 3 --augment --method exponential --stochastic \
         --out /tmp/fsdd_spk3.keras
-    python examples/spoken_digits.py --split speaker --fold 3 --normalize cmn --augment --noise 0.3 \
-        --dropout 0.3 --train-on-validation --epochs 24 --out /tmp/fsdd_spk3_all5.keras
+    python examples/spoken_digits.py --split speaker --fold 3 --normalize speaker --augment --noise 0.3 \
+        --dropout 0.3 --train-on-validation --epochs 17 --out /tmp/fsdd_spk3_all5.keras
 
 Prints validation and test accuracy (test once, on the best-validation epoch; with
 ``--train-on-validation`` the validation utterances join the training set, the model of the
