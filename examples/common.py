@@ -174,15 +174,11 @@ class BucketBatches:
             u = u[:, lo] * (1 - w) + u[:, hi] * w
         if self.specaugment:
             u = u.copy()
-            n = len(u)
-            for size, axis_len, axis in ((max(1, n // 10), n, 0), (max(1, f // 8), f, 1)):
+            for axis, size in ((0, max(1, len(u) // 10)), (1, max(1, f // 8))):
                 for _ in range(2):
                     width = int(self.rng.integers(0, size + 1))
-                    start = int(self.rng.integers(0, axis_len - width + 1))
-                    if axis == 0:
-                        u[start:start + width] = 0.0
-                    else:
-                        u[:, start:start + width] = 0.0
+                    start = int(self.rng.integers(0, u.shape[axis] - width + 1))
+                    np.moveaxis(u, axis, 0)[start:start + width] = 0.0
         u = u + self.rng.normal(0, 0.1, size=u.shape)
         return u.astype(np.float32)
 
@@ -358,12 +354,9 @@ def _subset(split, n):
 
 
 def _concat(a, b):
-    """Two padded splits as one (padded to the longer of the two)."""
-    t = max(a.x.shape[1], b.x.shape[1])
-    pad = lambda x: np.pad(x, ((0, 0), (0, t - x.shape[1]), (0, 0)))  # noqa: E731
-    return datasets.SequenceSplit(np.concatenate([pad(a.x), pad(b.x)]), np.concatenate([a.y, b.y]),
-                                  np.concatenate([a.lengths, b.lengths]), np.concatenate([a.speakers, b.speakers]),
-                                  np.concatenate([a.files, b.files]))
+    """Two splits of one ``datasets.fsdd`` call (same padded length) as one."""
+    return datasets.SequenceSplit(*(np.concatenate([getattr(a, k), getattr(b, k)])
+                                    for k in ("x", "y", "lengths", "speakers", "files")))
 
 
 # ---------------------------------------------------------------------------------------
