@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="sequence length (required for a model with a variable time axis in sequence mode)")
     exp.add_argument("--mode", choices=("sequence", "stream"), default="sequence",
                      help="sequence: whole sequence per invoke (default); stream: one step per invoke")
+    exp.add_argument("--lstm-kernel", choices=("auto", "fused", "unrolled"), default="auto",
+                     help="auto: TFLite's fused LSTM op (int16 cell state) when every RNN is an LSTM it can run "
+                          "(default); fused: that or an error; unrolled: op by op, int8 cell state")
     exp.add_argument("--no-verify", action="store_true", help="skip the LiteRT/TFLM verification")
     exp.add_argument("--no-c-array", action="store_true", help="write only model.tflite and report.json")
     exp.add_argument("--quiet", action="store_true", help="no progress display")
@@ -136,7 +139,7 @@ def _export(args) -> int:
         return EXIT_USAGE
     try:
         result = to_tflite(model, args._data, timesteps=args.timesteps, mode=args.mode, output_dir=args.out,
-                           c_array=not args.no_c_array, verify=not args.no_verify,
+                           c_array=not args.no_c_array, verify=not args.no_verify, lstm_kernel=args.lstm_kernel,
                            progress=_Progress(args.quiet))
     except ExportError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
@@ -145,6 +148,8 @@ def _export(args) -> int:
     lines = [
         f"wrote {', '.join(sorted(os.path.basename(p) for p in result.paths.values()))} to {args.out}",
         f"model {rep['model_bytes']} bytes, weights {rep['weight_bytes']} bytes, ops: {', '.join(result.ops)}",
+        *([f"state: variable tensors of the fused LSTM; call Reset() before each sequence"]
+          if rep["state"] == "variables" else []),
         f"weights exact: {rep['exactness']['all_exact']} ({rep['exactness']['exact_tensors']} exact tensors, "
         f"{rep['exactness']['plain_int8_tensors']} plain int8)",
     ]

@@ -137,11 +137,12 @@ def _tflm_outputs(model_bytes, x):
 
 
 # -- priority 1: ternary / binary, sequence mode, TFLM-verified -----------------------------
-@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
-def test_ternary_sequence_exact_and_tflm(kind, tmp_path):
+@pytest.mark.parametrize("kind,kernel", [("LSTM", "auto"), ("LSTM", "unrolled"), ("GRU", "auto"),
+                                         ("SimpleRNN", "auto")])
+def test_ternary_sequence_exact_and_tflm(kind, kernel, tmp_path):
     model = _model("Ternary", kind, stochastic=True)
     x = _data()
-    res = to_tflite(model, x, output_dir=str(tmp_path))
+    res = to_tflite(model, x, output_dir=str(tmp_path), lstm_kernel=kernel)
     _assert_exact_pieces(model, res.model_bytes)
     rep = res.report
     assert rep["exactness"]["all_exact"]
@@ -167,8 +168,23 @@ def test_ternary_sequence_exact_and_tflm(kind, tmp_path):
     assert io["inputs"][0]["dtype"] == "int8" and io["outputs"][0]["dtype"] == "int8"
     fb = flatbuffer.read(written)
     flatbuffer.check_integer_only(fb)
-    # No variable tensors: nothing hidden is carried from one invoke to the next.
-    assert not any(t.isVariable for t in fb.subgraphs[0].tensors)
+    # No float tensor anywhere (the fused LSTM's empty intermediates included).
+    assert not [t.name for t in fb.subgraphs[0].tensors if flatbuffer.type_name(t.type) == "FLOAT32"]
+    variables = [t for t in fb.subgraphs[0].tensors if t.isVariable]
+    if kind == "LSTM" and kernel == "auto":
+        # The fused kernel: its h (int8) and c (int16) states are variable tensors, which
+        # TFLM keeps between invokes; the report says so (firmware resets per sequence).
+        assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in res.ops and rep["state"] == "variables"
+        assert rep["lstm"]["kernel"] == "fused"
+        assert sorted(flatbuffer.type_name(t.type) for t in variables) == ["INT16", "INT8"]
+        assert sorted(int(np.prod(t.shape)) for t in variables) == [U, U]
+        header = (tmp_path / "model_data.h").read_text()
+        assert "Reset()" in header
+    else:
+        # Unrolled graph: nothing hidden is carried from one invoke to the next.
+        assert not variables and rep["state"] is None
+        assert rep["lstm"] == (None if kind != "LSTM" else
+                               {"kernel": "unrolled", "cell_state": "int8", "why_not_fused": "lstm_kernel='unrolled'"})
 
 
 def test_binary_exact_codes(tmp_path):
@@ -334,6 +350,44 @@ def test_masking_stream_export(tmp_path):
     np.testing.assert_array_equal(unpadded, probs[:1])
 
 
+@pytest.mark.parametrize("mode", ["sequence", "stream"])
+def test_fused_lstm_stack_with_sequence_head(mode):
+    """Stacked LSTMs of two methods and a per-step head: one fused op per LSTM, exact
+    weights, TFLM agrees with Keras."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((T, F)), keras.layers.Dropout(0.1),
+                              L.TernaryLSTM(U, return_sequences=True), L.ExponentialLSTM(U, return_sequences=True),
+                              L.TernaryDense(C), keras.layers.Activation("softmax")])
+    x, y = _task()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, np.repeat(y[:, None], T, 1), epochs=2, verbose=0)
+    res = to_tflite(model, _data(40), mode=mode)
+    fb = flatbuffer.read(res.model_bytes)
+    assert [flatbuffer.op_name(fb, op) for op in fb.subgraphs[0].operators].count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 2
+    assert res.report["state"] == "variables"
+    _assert_exact_pieces(model, res.model_bytes)
+    v = res.report["verification"]["tflm"]
+    # (Softmax outputs of a 2-epoch model: near ties, so the error, not argmax, is the check.)
+    assert v["relative_max_abs_error"] < REL_TOL
+
+
+def test_lstm_kernel_choice():
+    # An LSTM next to a GRU: unrolled, and the report says why.
+    mixed = keras.Sequential([keras.Input((T, F)), L.TernaryLSTM(U, return_sequences=True), L.TernaryGRU(U),
+                              L.TernaryDense(C)])
+    res = to_tflite(mixed, _data(12), verify=False)
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in res.ops
+    assert res.report["lstm"]["kernel"] == "unrolled" and "GRU" in res.report["lstm"]["why_not_fused"]
+    with pytest.raises(UnsupportedLayerError, match=r"lstm_kernel='fused'.*GRU"):
+        to_tflite(mixed, _data(12), verify=False, lstm_kernel="fused")
+    # The fused kernel computes tanh / sigmoid only.
+    relu = keras.Sequential([keras.Input((T, F)), L.TernaryLSTM(U, activation="relu"), L.TernaryDense(C)])
+    res = to_tflite(relu, _data(12), verify=False)
+    assert res.report["lstm"]["kernel"] == "unrolled" and "tanh" in res.report["lstm"]["why_not_fused"]
+    with pytest.raises(ExportError, match="lstm_kernel must be one of auto, fused, unrolled"):
+        to_tflite(relu, _data(12), lstm_kernel="cudnn")
+
+
 def test_masking_refused():
     model = keras.Sequential([keras.Input((T, F)), keras.layers.Masking(), L.TernaryLSTM(U), L.TernaryDense(C)])
     with pytest.raises(UnsupportedLayerError, match=r"Masking.*mode='sequence'.*mode='stream'"):
@@ -430,32 +484,40 @@ def test_tflm_abort_becomes_error():
 
 # -- stream mode ----------------------------------------------------------------------------------
 # Streaming vs the whole sequence on 300 held-out sequences (not used to calibrate or train),
-# argmax agreement. Measured (TFLM, after the fixes of the stream graph and the shared
-# buffers): LSTM 0.977 with Keras and 0.973 with the sequence export, whose own agreement
-# with Keras is 0.99; GRU 0.993, 0.993 and 1.0. The issue asks for 0.99: the GRU model
-# meets it, the LSTM one does not (its int8 cell state has one scale for every step; the
-# misses are sequences whose two top Keras logits differ by less than a few output steps).
-STREAM_AGREEMENT = {"LSTM": (0.97, 0.965), "GRU": (0.99, 0.99)}
+# argmax agreement (with Keras, with the sequence export). Measured (TFLM): LSTM with the
+# fused kernel (int16 cell state, the default) 0.997 and 1.0; LSTM unrolled op by op (int8
+# cell state, one scale for every step) 0.977 and 0.973; GRU 0.993 and 0.993. The issue asks
+# for 0.99: the unrolled LSTM misses it (sequences whose two top Keras logits differ by
+# less than a few output steps), which is why LSTM chains export fused by default.
+STREAM_AGREEMENT = {("LSTM", "fused"): (0.99, 0.99), ("LSTM", "unrolled"): (0.97, 0.965),
+                    ("GRU", "auto"): (0.99, 0.99)}
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
-def test_stream_mode_agrees_with_sequence(kind):
+@pytest.mark.parametrize("kind,kernel", list(STREAM_AGREEMENT))
+def test_stream_mode_agrees_with_sequence(kind, kernel):
     model = _model("Ternary", kind, epochs=40)
     x = _data(100, seed=5)
     held = _data(300, seed=7)
-    res = to_tflite(model, x, mode="stream", verify_data=held, max_verify=len(held))
+    res = to_tflite(model, x, mode="stream", verify_data=held, max_verify=len(held), lstm_kernel=kernel)
     _assert_exact_pieces(model, res.model_bytes)
     io = res.report["io"]
-    n_states = 2 if kind == "LSTM" else 1
-    assert len(io["inputs"]) == 1 + n_states == len(io["outputs"])
-    for i in range(1, 1 + n_states):  # state in/out share quantization: firmware copies bytes
-        assert io["inputs"][i]["scale"] == io["outputs"][i]["scale"]
-        assert io["inputs"][i]["zero_point"] == io["outputs"][i]["zero_point"]
-        assert io["inputs"][i]["shape"] == [1, U]
-    assert io["inputs"][0]["shape"] == [1, F]
+    if kernel == "fused":
+        # States in the fused op's variable tensors: x in, y out, one step per invoke.
+        assert res.report["state"] == "variables" and "UNIDIRECTIONAL_SEQUENCE_LSTM" in res.ops
+        assert len(io["inputs"]) == 1 == len(io["outputs"])
+        assert io["inputs"][0]["shape"] == [1, 1, F]
+    else:
+        n_states = 2 if kind == "LSTM" else 1
+        assert res.report["state"] == "io"
+        assert len(io["inputs"]) == 1 + n_states == len(io["outputs"])
+        for i in range(1, 1 + n_states):  # state in/out share quantization: firmware copies bytes
+            assert io["inputs"][i]["scale"] == io["outputs"][i]["scale"]
+            assert io["inputs"][i]["zero_point"] == io["outputs"][i]["zero_point"]
+            assert io["inputs"][i]["shape"] == [1, U]
+        assert io["inputs"][0]["shape"] == [1, F]
     v = res.verification
     assert v["samples"] == 300 and v["held_out"]
-    with_keras, with_sequence = STREAM_AGREEMENT[kind]
+    with_keras, with_sequence = STREAM_AGREEMENT[kind, kernel]
     # Keras (whole sequence) vs TFLM streaming.
     assert v["tflm"]["argmax_agreement"] >= with_keras
     assert v["tflm"]["relative_max_abs_error"] < REL_TOL

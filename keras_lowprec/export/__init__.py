@@ -84,7 +84,8 @@ def run_tflm(model_bytes: bytes, x, *, arena_size: int | None = None) -> np.ndar
     """Runs an exported model in the TFLM interpreter on sequences ``x`` (N, T, F).
 
     Quantizes the inputs, resets TFLM between sequences (stream mode: zero states, one
-    invoke per step, output states copied into the input states; a model exported with
+    invoke per step, output states copied into the input states unless the state is in
+    variable tensors (fused LSTM); a model exported with
     Masking gets only the frames that are not masked) and returns the
     dequantized outputs (N, ...) as float32: ``argmax(-1)`` gives the predicted classes.
     Raises ``TFLMError`` with TFLM's message if TFLM cannot run the model.
@@ -93,7 +94,8 @@ def run_tflm(model_bytes: bytes, x, *, arena_size: int | None = None) -> np.ndar
 
     meta = read_metadata(model_bytes) or {}
     mode = meta.get("mode", "sequence")
-    n_states = len(meta.get("state_names", []))
+    # State inputs/outputs only where the state is not held in variable tensors.
+    n_states = len(meta.get("state_names", [])) if meta.get("state", "io") == "io" else 0
     x = check_representative_data(x, meta.get("features"), meta.get("timesteps"), name="x")
     arena = arena_size or max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes))
     if mode == "stream" and meta.get("mask_value") is not None:
@@ -142,10 +144,15 @@ def _check_args(mode, timesteps, output_dir):
 
 
 # -- conversion ----------------------------------------------------------------------------
-def _convert(fn, samples: Callable[[], Any] | None, int8: bool = True) -> bytes:
+def _function_converter(fn) -> Any:
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+
+
+def _convert(converter, samples: Callable[[], Any] | None, int8: bool = True) -> bytes:
+    import tensorflow as tf
+
     if int8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = samples
@@ -178,15 +185,35 @@ def _spread(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, num=min(n, k)).round().astype(int))
 
 
-def to_float_tflite(model, *, timesteps: int | None = None, mode: str = "sequence") -> bytes:
+def _lstm_kernel(plan, lstm_kernel: str) -> tuple[bool, str | None]:
+    """``(fused, reason it is not)`` for the plan and the requested LSTM kernel."""
+    from keras_lowprec.export import fused
+
+    if lstm_kernel not in fused.LSTM_KERNELS:
+        raise ExportError(f"lstm_kernel must be one of {', '.join(fused.LSTM_KERNELS)}; got {lstm_kernel!r}.")
+    if lstm_kernel == "unrolled":
+        return False, "lstm_kernel='unrolled'"
+    reason = fused.unfusable_reason(plan)
+    if reason is not None and lstm_kernel == "fused":
+        raise UnsupportedLayerError(f"lstm_kernel='fused' is not possible for this model: {reason}.")
+    return reason is None, reason
+
+
+def to_float_tflite(model, *, timesteps: int | None = None, mode: str = "sequence",
+                    lstm_kernel: str = "auto") -> bytes:
     """Float32 TFLite of the same twin graph (rounded weights in float32): the baseline
-    the benchmark compares bytes and latency with. Not for firmware."""
-    from keras_lowprec.export import graph
+    the benchmark compares bytes and latency with. Not for firmware. LSTM chains use the
+    same kernel as :func:`to_tflite` (float fused LSTM)."""
+    from keras_lowprec.export import fused, graph
 
     _check_args(mode, timesteps, None)
     plan = graph.analyze(model, timesteps, mode)
-    fn = graph.sequence_function(plan) if mode == "sequence" else graph.step_function(plan)
-    return _convert(fn, None, int8=False)
+    if _lstm_kernel(plan, lstm_kernel)[0]:
+        converter = fused.converter(plan, plan.timesteps if mode == "sequence" else 1)
+    else:
+        fn = graph.sequence_function(plan) if mode == "sequence" else graph.step_function(plan)
+        converter = _function_converter(fn)
+    return _convert(converter, None, int8=False)
 
 
 def to_tflite(
@@ -201,6 +228,7 @@ def to_tflite(
     verify_data=None,
     max_verify: int = 200,
     progress: Callable[[str, int, int], None] | None = None,
+    lstm_kernel: str = "auto",
     _probe: bool = True,
 ) -> ExportResult:
     """Exports ``model`` to an int8 TFLite flatbuffer for TensorFlow Lite Micro.
@@ -215,8 +243,10 @@ def to_tflite(
         timesteps: fixed sequence length for ``mode="sequence"``; required when the
             model's time axis is variable.
         mode: ``"sequence"`` (batch 1, whole sequence per invoke) or ``"stream"`` (one time
-            step per invoke, states as explicit int8 inputs 1.. / outputs 1.. that share
-            their quantization, so firmware copies outputs into inputs between invokes).
+            step per invoke). Stream state: with the fused LSTM kernel, the op's variable
+            tensors, kept by TFLM between invokes (``Reset()`` between sequences); otherwise
+            explicit int8 inputs 1.. / outputs 1.. that share their quantization, so
+            firmware copies outputs into inputs between invokes.
         output_dir: when given, writes ``model.tflite``, ``model_data.cc``/``.h``,
             ``model_ops.h`` and ``report.json`` there (each file atomically).
         c_array: write the C array and headers (with ``output_dir``).
@@ -227,6 +257,10 @@ def to_tflite(
         max_verify: at most this many verification sequences.
         progress: ``progress(stage, done, total)`` called during calibration
             (``"calibrate"``) and verification (``"litert"``, ``"tflm"``).
+        lstm_kernel: ``"auto"`` (default): TFLite's fused ``UNIDIRECTIONAL_SEQUENCE_LSTM``
+            (int16 cell state, see ``fused``) when every recurrent layer is an LSTM the
+            kernel can run, else the unrolled graph; ``"fused"``: that op or an error;
+            ``"unrolled"``: every LSTM written out op by op with int8 tensors.
 
     Returns:
         :class:`ExportResult`.
@@ -241,10 +275,11 @@ def to_tflite(
     if isinstance(max_verify, bool) or not isinstance(max_verify, (int, np.integer)) or max_verify < 1:
         raise ExportError(f"max_verify must be a positive integer, got {max_verify!r}.")
     data = check_representative_data(representative_data)
-    from keras_lowprec.export import carray, flatbuffer, graph
+    from keras_lowprec.export import carray, flatbuffer, fused, graph
 
     t0 = time.perf_counter()
     plan = graph.analyze(model, timesteps, mode)
+    use_fused, unfused_reason = _lstm_kernel(plan, lstm_kernel)
     data = check_representative_data(data, plan.features, plan.timesteps if mode == "sequence" else None)
     if mode == "stream" and plan.timesteps is not None and data.shape[1] != plan.timesteps:
         raise ExportError(
@@ -263,12 +298,18 @@ def to_tflite(
     held = held[:max_verify]
 
     # 1. twin graph and calibration samples
-    if mode == "sequence":
-        fn = graph.sequence_function(plan)
+    if use_fused:  # stream mode: the sequence model, calibrated on whole sequences, then T -> 1
+        seqs = [calib[i] for i in range(len(calib))] if mode == "sequence" else fused.calibration_windows(
+            _real_sequences(plan, calib, "representative_data"))
+        t_fused = int(seqs[0].shape[0])
+        converter = fused.converter(plan, t_fused)
+        samples = [[seqs[i][None]] for i in _spread(len(seqs), _MAX_CALIBRATION_SAMPLES)]
+    elif mode == "sequence":
+        converter = _function_converter(graph.sequence_function(plan))
         idx = _spread(len(calib), _MAX_CALIBRATION_SAMPLES)
         samples = [[calib[i:i + 1]] for i in idx]
     else:
-        fn = graph.step_function(plan)
+        converter = _function_converter(graph.step_function(plan))
         # Masking: only the real frames of each sequence (what firmware feeds).
         calib_seqs = _real_sequences(plan, calib, "representative_data")
         per_seq = max(1.0, float(np.mean([len(s) for s in calib_seqs])))
@@ -282,17 +323,23 @@ def to_tflite(
                 progress("calibrate", i + 1, len(samples))
             yield s
 
-    raw = _convert(fn, representative, int8=True)
+    raw = _convert(converter, representative, int8=True)
 
     # 2. checks and exact rewrite
     fb = flatbuffer.read(raw)
+    if use_fused:
+        fused.integer_intermediates(fb)
     flatbuffer.check_integer_only(fb)
+    if use_fused:
+        fused.check_fused(fb, sum(s.kind == "rnn" for s in plan.stages))
+        if mode == "stream":
+            fused.to_single_step(fb, t_fused)
     # With one time step the recurrent kernels multiply the zero initial state: folded away.
     optional = tuple(w.key for w in plan.weights if w.name == "recurrent_kernel") if (
         mode == "sequence" and plan.timesteps == 1) else ()
     records = flatbuffer.encode_weights(fb, plan.weights, optional)
-    n_states = len(plan.state_sizes)
-    if mode == "stream":
+    n_states = 0 if use_fused else len(plan.state_sizes)  # fused: the op's variable tensors
+    if mode == "stream" and not use_fused:
         _order_stream_io(fb, plan)
         flatbuffer.share_state_quantization(fb, [(1 + i, 1 + i) for i in range(n_states)])
     # Inputs of TANH / LOGISTIC: no wider than the range that changes their int8 output
@@ -300,12 +347,22 @@ def to_tflite(
     saturating_inputs = flatbuffer.tighten_saturating_inputs(fb)
     flatbuffer.dedupe_buffers(fb)
     encodings = [r.as_dict() for r in records]
+    # Where the recurrent state lives between invokes: "variables" (the fused LSTM's variable
+    # tensors, kept by TFLM: Reset() before every new sequence, in both modes), "io" (stream
+    # mode: inputs/outputs 1..), None (unrolled sequence graph: nothing is carried).
+    state = "variables" if use_fused else ("io" if mode == "stream" else None)
+    has_lstm = any(s.kind == "rnn" and graph._base_name(s.layer) == "LSTM" for s in plan.stages)
+    lstm_info = None if not has_lstm else (
+        {"kernel": "fused", "op": "UNIDIRECTIONAL_SEQUENCE_LSTM", "cell_state": "int16"} if use_fused
+        else {"kernel": "unrolled", "cell_state": "int8", "why_not_fused": unfused_reason})
     metadata = {
         "format": "keras_lowprec.export/1",
         "mode": mode,
         "timesteps": plan.timesteps if mode == "sequence" else None,
         "features": plan.features,
+        "state": state,
         "state_names": plan.state_names,
+        "lstm": lstm_info,
         "tensors": [{k: r[k] for k in ("index", "name", "weight", "encoding", "scale")} for r in encodings],
     }
     if plan.mask_value is not None:
@@ -334,7 +391,9 @@ def to_tflite(
         "mode": mode,
         "timesteps": plan.timesteps if mode == "sequence" else None,
         "features": plan.features,
+        "state": state,
         "state_names": plan.state_names,
+        "lstm": lstm_info,
         "ops": ops,
         "io": io,
         "model_bytes": len(model_bytes),
@@ -385,7 +444,7 @@ def to_tflite(
         if c_array:
             info = {"mode": mode, "timesteps": plan.timesteps if mode == "sequence" else None,
                     "features": plan.features, "arena_recommended": recommended, "io": io,
-                    "state_names": plan.state_names}
+                    "state": state, "state_names": plan.state_names}
             paths["cc"] = os.path.join(output_dir, "model_data.cc")
             paths["h"] = os.path.join(output_dir, "model_data.h")
             paths["ops"] = os.path.join(output_dir, "model_ops.h")

@@ -90,8 +90,13 @@ def model_data_h(model_bytes: bytes, info: dict, symbol: str = "g_model_data") -
         f"constexpr int kOutputZeroPoint = {out['zero_point']};",
         f"constexpr int kNumStates = {len(io['inputs']) - 1};  // stream mode: inputs 1.. are states",
     ]
-    for i, name in enumerate(info.get("state_names", [])):
-        lines.append(f"// state {i}: {name} (input {i + 1} <- output {i + 1}, same int8 quantization)")
+    if info.get("state") == "variables":
+        lines.append("// LSTM state: variable tensors of the fused LSTM ops, kept by TFLM between invokes;")
+        lines.append("// call interpreter.Reset() before each new sequence (sequence mode: before every invoke)")
+        lines += [f"//   {name}" for name in info.get("state_names", [])]
+    else:
+        for i, name in enumerate(info.get("state_names", [])):
+            lines.append(f"// state {i}: {name} (input {i + 1} <- output {i + 1}, same int8 quantization)")
     lines += ["", "#endif  // KERAS_LOWPREC_MODEL_DATA_H_", ""]
     return "\n".join(lines)
 

@@ -130,7 +130,8 @@ def check_integer_only(model) -> None:
         if name.startswith("CUSTOM") or name.startswith("FLEX"):
             problems.append(f"{name} (custom/Flex op)")
             continue
-        for idx in list(op.inputs) + list(op.outputs):
+        intermediates = [] if op.intermediates is None else list(op.intermediates)
+        for idx in list(op.inputs) + list(op.outputs) + intermediates:
             if idx < 0:
                 continue
             t = sg.tensors[idx]
@@ -173,6 +174,34 @@ class TensorRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
+
+
+# int8 weight inputs stored transposed, (units, inputs): FULLY_CONNECTED's, and the fused
+# LSTM's input-to-gate (1-4) and recurrent-to-gate (5-8) weights, gate order i, f, c, o.
+_TRANSPOSED_WEIGHTS = {"FULLY_CONNECTED": (1,), "UNIDIRECTIONAL_SEQUENCE_LSTM": tuple(range(1, 9))}
+# (bias, weight, input) positions of int32 biases held in input_scale * weight_scale: the
+# fused LSTM's gate biases (12-15) go with its input-to-gate weights (1-4).
+_BIAS_LINKS = {"FULLY_CONNECTED": ((2, 1, 0),),
+               "UNIDIRECTIONAL_SEQUENCE_LSTM": tuple((12 + g, 1 + g, 0) for g in range(4))}
+
+
+def _bias_links(model, op):
+    """``(bias, weight, input)`` tensor indices of ``op``'s int32 biases."""
+    for b, w, x in _BIAS_LINKS.get(op_name(model, op), ()):
+        if len(op.inputs) > b and op.inputs[b] >= 0:
+            yield op.inputs[b], op.inputs[w], op.inputs[x]
+
+
+def _int32_biases(model) -> dict[int, np.ndarray]:
+    """Float values of every linked int32 bias (to re-express them after scale changes)."""
+    sg = model.subgraphs[0]
+    out = {}
+    for op in sg.operators:
+        for b, _, _ in _bias_links(model, op):
+            arr = _buffer_array(model, sg.tensors[b])
+            if arr is not None and type_name(sg.tensors[b].type) == "INT32":
+                out[b] = dequantize(sg.tensors[b], arr).astype(np.float64)
+    return out
 
 
 def _consumers(sg) -> dict[int, list[tuple[Any, int]]]:
@@ -263,15 +292,7 @@ def encode_weights(model, weights, optional: tuple[str, ...] = ()) -> list[Tenso
     sg = model.subgraphs[0]
     consumers = _consumers(sg)
     records: list[TensorRecord] = []
-    old_bias: dict[int, np.ndarray] = {}
-    # Float values of all int32 biases before any scale changes (to re-express them later).
-    for op in sg.operators:
-        if op_name(model, op) in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D") and len(op.inputs) > 2:
-            b = op.inputs[2]
-            if b >= 0:
-                arr = _buffer_array(model, sg.tensors[b])
-                if arr is not None and type_name(sg.tensors[b].type) == "INT32":
-                    old_bias[b] = dequantize(sg.tensors[b], arr).astype(np.float64)
+    old_bias = _int32_biases(model)
     found: set[str] = set()
     for idx, tensor in enumerate(sg.tensors):
         if type_name(tensor.type) != "INT8":
@@ -280,7 +301,7 @@ def encode_weights(model, weights, optional: tuple[str, ...] = ()) -> list[Tenso
         if q is None or idx not in consumers:
             continue
         uses = consumers[idx]
-        fc = any(op_name(model, op) == "FULLY_CONNECTED" and pos == 1 for op, pos in uses)
+        fc = any(pos in _TRANSPOSED_WEIGHTS.get(op_name(model, op), ()) for op, pos in uses)
         used_by = ",".join(sorted({op_name(model, op) for op, _ in uses}))
         deq = dequantize(tensor, q)
         name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
@@ -332,14 +353,12 @@ def requantize_biases(model, old_bias: dict[int, np.ndarray], weights=()) -> lis
     sg = model.subgraphs[0]
     records = []
     done = set()
-    for op in sg.operators:
-        if op_name(model, op) not in ("FULLY_CONNECTED",) or len(op.inputs) < 3 or op.inputs[2] < 0:
-            continue
-        b = op.inputs[2]
+    links = [(op_name(model, op), link) for op in sg.operators for link in _bias_links(model, op)]
+    for used_by, (b, w_idx, x_idx) in links:
         if b not in old_bias or b in done:
             continue
         done.add(b)
-        t_in, t_w, t_b = sg.tensors[op.inputs[0]], sg.tensors[op.inputs[1]], sg.tensors[b]
+        t_in, t_w, t_b = sg.tensors[x_idx], sg.tensors[w_idx], sg.tensors[b]
         in_scale = float(_scales(t_in)[0][0])
         w_scale, _, _ = _scales(t_w)
         n = old_bias[b].size
@@ -365,7 +384,7 @@ def requantize_biases(model, old_bias: dict[int, np.ndarray], weights=()) -> lis
                     if best is None or e < best[1]:
                         best = (w.key, e)
         key, err = (best if best is not None and best[1] <= float(new_scale.max()) else (None, None))
-        records.append(TensorRecord(b, name, [n], "FULLY_CONNECTED", key, "int32-bias",
+        records.append(TensorRecord(b, name, [n], used_by, key, "int32-bias",
                                     [float(new_scale.min()), float(new_scale.max())], err == 0.0 if key else None, err))
     return records
 
@@ -376,12 +395,7 @@ def share_state_quantization(model, pairs: list[tuple[int, int]]) -> None:
     quantization, so firmware copies the output's int8 bytes into the input unchanged."""
     unshare_buffers(model)
     sg = model.subgraphs[0]
-    old_bias: dict[int, np.ndarray] = {}
-    for op in sg.operators:
-        if op_name(model, op) == "FULLY_CONNECTED" and len(op.inputs) > 2 and op.inputs[2] >= 0:
-            arr = _buffer_array(model, sg.tensors[op.inputs[2]])
-            if arr is not None:
-                old_bias[op.inputs[2]] = dequantize(sg.tensors[op.inputs[2]], arr).astype(np.float64)
+    old_bias = _int32_biases(model)
     consumers = _consumers(sg)
     # Ops that read their input scale at Prepare (no "same scale in and out" requirement).
     safe = {"FULLY_CONNECTED", "MUL", "ADD", "SUB", "LOGISTIC", "TANH"}

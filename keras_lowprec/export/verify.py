@@ -223,7 +223,7 @@ def run_sequences(runner: _Runner, x: np.ndarray, mode: str, n_states: int = 0,
                     timings.append(time.perf_counter() - t0)
                 y = outs[0]
                 states = [o.astype(np.int8) for o in outs[1:1 + n_states]]
-            results.append(dequantize(y, out_s, out_zp)[0])
+            results.append(dequantize(y, out_s, out_zp).reshape(-1))  # (1, C) or, fused, (1, 1, C)
         if progress is not None:
             progress(n + 1, len(x))
     return np.stack(results)
