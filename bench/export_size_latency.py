@@ -3,9 +3,14 @@
 For LSTM / GRU / SimpleRNN at a few sizes, trained on the scikit-learn digits (each 8x8
 image read as 8 time steps of 8 features, 10 classes), compares:
 
-* ``float32``: the float32 TFLite of the same (rounded-weight) graph, ``to_float_tflite``;
+* ``float32``: the float32 TFLite of the same (rounded-weight) graph, ``to_float_tflite``
+  (LSTM: the float fused LSTM op);
 * ``int8 ternary``: a Ternary* model exported with ``to_tflite`` (exact ternary weights);
 * ``int8 shift``: an Exponential* model exported with ``to_tflite`` (shift-encoded weights).
+
+LSTM models are exported twice from the same trained model: with the fused
+``UNIDIRECTIONAL_SEQUENCE_LSTM`` kernel (the default, int16 cell state) and unrolled op by
+op (``lstm_kernel="unrolled"``, int8 cell state).
 
 Also both int8 models in stream mode (one step per invoke), with their agreement with Keras
 and with the sequence-mode export on the whole test set. Columns: model bytes,
@@ -110,6 +115,50 @@ def weight_bytes_float(model_bytes: bytes) -> int:
     return total
 
 
+def export_rows(model, kind, units, method, label, kernel, keras_pred, keras_acc, x_train, x_test, y_test):
+    """Sequence-mode and stream-mode rows of one trained model exported with one LSTM kernel."""
+    from keras_lowprec.export import to_tflite
+
+    res = to_tflite(model, x_train[:300], verify=True, verify_data=x_test[:50], lstm_kernel=kernel)
+    preds, arena, us = tflm_run(res.model_bytes, x_test)
+    lstm = res.report["lstm"]["kernel"] if res.report["lstm"] else None
+    row = {
+        "kind": kind, "units": units, "encoding": label, "method": method.lower(), "lstm_kernel": lstm,
+        "model_bytes": len(res.model_bytes), "weight_bytes": res.report["weight_bytes"],
+        "int8_weight_bytes": res.report["int8_weight_bytes"],
+        "arena_bytes": arena, "tflm_us_per_invoke": round(us, 1), "tflm_us_per_step": round(us / 8, 2),
+        "keras_accuracy": keras_acc, "tflm_accuracy": float(np.mean(preds == y_test)),
+        "tflm_argmax_agreement_with_keras": float(np.mean(preds == keras_pred)),
+        "weights_exact": res.report["exactness"]["all_exact"],
+        "tflm_max_abs_error_vs_keras": res.verification["tflm"]["max_abs_error"],
+    }
+    st = to_tflite(model, x_train[:300], mode="stream", verify=True, verify_data=x_test, max_verify=len(x_test),
+                   lstm_kernel=kernel)
+    v = st.verification["tflm"]
+    vs = st.verification.get("stream_vs_sequence", {})
+    stream = {
+        "kind": kind, "units": units, "encoding": f"{label}, stream mode", "method": method.lower(),
+        "lstm_kernel": lstm, "state": st.report["state"],
+        "model_bytes": len(st.model_bytes), "weight_bytes": st.report["weight_bytes"],
+        "int8_weight_bytes": st.report["int8_weight_bytes"], "arena_bytes": v["arena_bytes"],
+        "tflm_us_per_invoke": round(v["us_per_invoke"], 1), "tflm_us_per_step": round(v["us_per_step"], 2),
+        "keras_accuracy": keras_acc, "tflm_accuracy": None,
+        "tflm_argmax_agreement_with_keras": v["argmax_agreement"],
+        "weights_exact": st.report["exactness"]["all_exact"],
+        "tflm_max_abs_error_vs_keras": v["max_abs_error"],
+        "stream_vs_sequence_argmax_agreement": vs.get("argmax_agreement"),
+        "stream_vs_sequence_max_abs_difference": vs.get("max_abs_difference"),
+        "sequence_vs_keras_argmax_agreement_test_set": vs.get("sequence_vs_keras_argmax_agreement"),
+        "note": "one invoke per step (Python call overhead of the input and state tensors included); agreement "
+                "on the whole test set (360), stream_vs_sequence: against the sequence-mode export",
+    }
+    print(f"{kind:9s} {units:3d} {label:28s} model {row['model_bytes']:6d} B weights {row['weight_bytes']:5d} B "
+          f"arena {arena} B {us / 8:7.1f} us/step keras {keras_acc:.3f} tflm {row['tflm_accuracy']:.3f}; stream: "
+          f"agreement with keras {v['argmax_agreement']:.4f}, with the sequence export {vs.get('argmax_agreement')}",
+          flush=True)
+    return [row, stream]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/export_size_latency.json")
@@ -120,7 +169,7 @@ def main(argv=None) -> int:
 
     import tensorflow as tf
 
-    from keras_lowprec.export import to_float_tflite, to_tflite
+    from keras_lowprec.export import to_float_tflite
 
     x_train, y_train, x_test, y_test = digits()
     rows = []
@@ -132,55 +181,24 @@ def main(argv=None) -> int:
                 model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0)
                 keras_pred = np.argmax(model.predict(x_test, verbose=0), -1)
                 keras_acc = float(np.mean(keras_pred == y_test))
-                res = to_tflite(model, x_train[:300], verify=True, verify_data=x_test[:50])
-                preds, arena, us = tflm_run(res.model_bytes, x_test)
-                row = {
-                    "kind": kind, "units": units, "encoding": label, "method": method.lower(),
-                    "model_bytes": len(res.model_bytes), "weight_bytes": res.report["weight_bytes"],
-                    "int8_weight_bytes": res.report["int8_weight_bytes"],
-                    "arena_bytes": arena, "tflm_us_per_invoke": round(us, 1), "tflm_us_per_step": round(us / 8, 2),
-                    "keras_accuracy": keras_acc, "tflm_accuracy": float(np.mean(preds == y_test)),
-                    "tflm_argmax_agreement_with_keras": float(np.mean(preds == keras_pred)),
-                    "weights_exact": res.report["exactness"]["all_exact"],
-                    "tflm_max_abs_error_vs_keras": res.verification["tflm"]["max_abs_error"],
-                }
-                rows.append(row)
-                st = to_tflite(model, x_train[:300], mode="stream", verify=True, verify_data=x_test,
-                               max_verify=len(x_test))
-                v = st.verification["tflm"]
-                vs = st.verification.get("stream_vs_sequence", {})
-                rows.append({
-                    "kind": kind, "units": units, "encoding": f"{label}, stream mode", "method": method.lower(),
-                    "model_bytes": len(st.model_bytes), "weight_bytes": st.report["weight_bytes"],
-                    "int8_weight_bytes": st.report["int8_weight_bytes"], "arena_bytes": v["arena_bytes"],
-                    "tflm_us_per_invoke": round(v["us_per_invoke"], 1), "tflm_us_per_step": round(v["us_per_step"], 2),
-                    "keras_accuracy": keras_acc, "tflm_accuracy": None,
-                    "tflm_argmax_agreement_with_keras": v["argmax_agreement"],
-                    "weights_exact": st.report["exactness"]["all_exact"],
-                    "tflm_max_abs_error_vs_keras": v["max_abs_error"],
-                    "stream_vs_sequence_argmax_agreement": vs.get("argmax_agreement"),
-                    "stream_vs_sequence_max_abs_difference": vs.get("max_abs_difference"),
-                    "sequence_vs_keras_argmax_agreement_test_set": vs.get("sequence_vs_keras_argmax_agreement"),
-                    "note": "one invoke per step (Python call overhead of 1 + states tensors included); agreement "
-                            "on the whole test set (360), stream_vs_sequence: against the sequence-mode export",
-                })
-                print(f"{'':9s} {'':3s} {'stream':13s} agreement with keras {v['argmax_agreement']:.4f}, with the "
-                      f"sequence export {vs.get('argmax_agreement')}, max abs difference {vs.get('max_abs_difference')}",
-                      flush=True)
+                # LSTM: the fused kernel (the default) and, side by side, the unrolled graph
+                for kernel in (("auto", "unrolled") if kind == "LSTM" else ("auto",)):
+                    suffix = ", unrolled LSTM" if kernel == "unrolled" else ""
+                    rows += export_rows(model, kind, units, method, label + suffix, kernel, keras_pred, keras_acc,
+                                        x_train, x_test, y_test)
                 if method == "Ternary":
                     fbytes = to_float_tflite(model)
                     fpreds, farena, fus = tflm_run(fbytes, x_test)
                     rows.append({
                         "kind": kind, "units": units, "encoding": "float32", "method": "ternary (float32 weights)",
+                        "lstm_kernel": "fused" if kind == "LSTM" else None,
                         "model_bytes": len(fbytes), "weight_bytes": weight_bytes_float(fbytes),
                         "arena_bytes": farena, "tflm_us_per_invoke": round(fus, 1),
                         "tflm_us_per_step": round(fus / 8, 2), "keras_accuracy": keras_acc,
                         "tflm_accuracy": float(np.mean(fpreds == y_test)), "weights_exact": None,
                         "tflm_max_abs_error_vs_keras": None,
                     })
-                print(f"{kind:9s} {units:3d} {label:13s} model {row['model_bytes']:6d} B weights "
-                      f"{row['weight_bytes']:5d} B arena {arena} B {us / 8:7.1f} us/step keras {keras_acc:.3f} "
-                      f"tflm {row['tflm_accuracy']:.3f} ({time.time() - t0:.0f}s)", flush=True)
+                print(f"{kind:9s} {units:3d} {label:13s} ({time.time() - t0:.0f}s)", flush=True)
     for kind in args.kinds:
         for units in args.units:
             f = next(r for r in rows if r["kind"] == kind and r["units"] == units and r["encoding"] == "float32")
@@ -199,8 +217,10 @@ def main(argv=None) -> int:
         "host": {"machine": platform.machine(), "python": platform.python_version(), "tensorflow": tf.__version__},
         "rows": rows,
     }
-    stream = [r for r in rows if r["encoding"].endswith("stream mode")]
+    stream = [r for r in rows if r["encoding"].endswith("stream mode") and "unrolled" not in r["encoding"]]
+    unrolled = [r for r in rows if r["encoding"].endswith("unrolled LSTM, stream mode")]
     result["stream_agreement"] = {
+        "exports": "default kernels (LSTM fused); the unrolled LSTM exports separately below",
         "target": "issue 3: argmax agreement >= 0.99 of streaming T steps with the sequence model",
         "test_sequences": len(x_test),
         "min_with_keras": min(r["tflm_argmax_agreement_with_keras"] for r in stream),
@@ -211,6 +231,10 @@ def main(argv=None) -> int:
                                               default=None),
         "models_at_or_above_0.99_with_keras": sum(r["tflm_argmax_agreement_with_keras"] >= 0.99 for r in stream),
         "models": len(stream),
+        "unrolled_lstm_min_with_keras": min((r["tflm_argmax_agreement_with_keras"] for r in unrolled), default=None),
+        "unrolled_lstm_models_at_or_above_0.99_with_keras": sum(r["tflm_argmax_agreement_with_keras"] >= 0.99
+                                                                for r in unrolled),
+        "unrolled_lstm_models": len(unrolled),
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp"

@@ -53,17 +53,22 @@ int main() {
   for (int t = 0; t < steps; ++t)
     for (int f = 0; f < kModelFeatures; ++f) features[t][f] = 0.1f * ((t + f) % 5 - 2);
 
+  // A new sequence starts from zero state. LSTM models (fused LSTM op) keep their h and c in
+  // variable tensors that TFLM carries from one invoke to the next (kStateInVariables):
+  // Reset() zeroes them. For the other models Reset() is harmless.
+  if (interpreter.Reset() != kTfLiteOk) return 1;
+
 #ifndef KERAS_LOWPREC_STREAM
-  // Sequence mode: the whole sequence in one invoke. The time loop is unrolled inside the
-  // graph and the state starts at zero at every invoke: nothing to reset.
+  // Sequence mode: the whole sequence in one invoke.
   TfLiteTensor* input = interpreter.input(0);
   for (int t = 0; t < steps; ++t)
     for (int f = 0; f < kModelFeatures; ++f) input->data.int8[t * kModelFeatures + f] = Quantize(features[t][f]);
   if (interpreter.Invoke() != kTfLiteOk) return 1;
 #else
-  // Stream mode: one step per invoke. Inputs 1..kNumStates are the recurrent states,
-  // outputs 1..kNumStates the new states, with identical int8 quantization: copy the bytes.
-  // At the start of every sequence, set each state to its zero point (= the float value 0).
+  // Stream mode: one step per invoke. Fused LSTM: the state stays in the op's variable
+  // tensors (kNumStates == 0). Otherwise inputs 1..kNumStates are the recurrent states,
+  // outputs 1..kNumStates the new states, with identical int8 quantization: copy the bytes;
+  // at the start of every sequence set each state to its zero point (= the float value 0).
   for (int s = 1; s <= kNumStates; ++s) {
     TfLiteTensor* state = interpreter.input(s);
     std::memset(state->data.int8, static_cast<int8_t>(state->params.zero_point), state->bytes);

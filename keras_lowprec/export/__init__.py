@@ -6,9 +6,12 @@ repository) for how firmware consumes the files it writes.
 How it works:
 
 1. the model is read as a chain of layers (one handler per layer type, see ``graph``);
-2. a float twin with the layers' **deterministic rounded weights** is built at batch 1:
-   the whole sequence with the time loop unrolled (``mode="sequence"``) or one time step
-   with explicit state inputs/outputs (``mode="stream"``);
+2. a float twin with the layers' **deterministic rounded weights** is built at batch 1.
+   LSTM chains: a ``tf_keras`` model that converts to TFLM's fused integer LSTM op (see
+   ``fused``; stream mode: the same graph with a time axis of 1, state in the op's variable
+   tensors). Otherwise: the whole sequence with the time loop unrolled
+   (``mode="sequence"``) or one time step with explicit state inputs/outputs
+   (``mode="stream"``);
 3. the TFLite converter quantizes it to int8 (activations calibrated on the
    representative data; int8 input and output; builtin int8 ops only);
 4. the flatbuffer is rewritten so that every weight tensor is **exact**: int8 code times

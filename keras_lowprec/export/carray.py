@@ -90,7 +90,9 @@ def model_data_h(model_bytes: bytes, info: dict, symbol: str = "g_model_data") -
         f"constexpr int kOutputZeroPoint = {out['zero_point']};",
         f"constexpr int kNumStates = {len(io['inputs']) - 1};  // stream mode: inputs 1.. are states",
     ]
-    if info.get("state") == "variables":
+    variables = info.get("state") == "variables"
+    lines.append(f"constexpr bool kStateInVariables = {'true' if variables else 'false'};")
+    if variables:
         lines.append("// LSTM state: variable tensors of the fused LSTM ops, kept by TFLM between invokes;")
         lines.append("// call interpreter.Reset() before each new sequence (sequence mode: before every invoke)")
         lines += [f"//   {name}" for name in info.get("state_names", [])]
