@@ -425,7 +425,8 @@ def to_tflite(
                 "skipped": "the model has a Masking layer: a sequence export cannot skip masked frames "
                            "(Masking is refused in mode='sequence')"}
         elif mode == "stream":
-            report["verification"]["stream_vs_sequence"] = _stream_vs_sequence(model, calib, held, got_tflm)
+            report["verification"]["stream_vs_sequence"] = _stream_vs_sequence(model, calib, held, got_tflm,
+                                                                                lstm_kernel)
     elif not _probe:  # internal: the sequence export a stream export is compared with
         arena = None
     else:  # still load and invoke it once in TFLM (child process): no file TFLM cannot run
@@ -558,7 +559,7 @@ def _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress) 
 _MAX_COMPARE_TIMESTEPS = 64
 
 
-def _stream_vs_sequence(model, calib, held, got_stream) -> dict:
+def _stream_vs_sequence(model, calib, held, got_stream, lstm_kernel: str = "auto") -> dict:
     """Streaming T steps vs the whole sequence at once: the stream export (TFLM) against the
     sequence-mode export of the same model, calibrated on the same sequences (LiteRT).
 
@@ -576,7 +577,7 @@ def _stream_vs_sequence(model, calib, held, got_stream) -> dict:
         return {"skipped": f"calibration sequences have {calib.shape[1]} steps, verification sequences {T}"}
     try:
         seq = to_tflite(model, calib, timesteps=T, mode="sequence", verify=False, c_array=False,
-                        verify_data=held, _probe=False)
+                        verify_data=held, lstm_kernel=lstm_kernel, _probe=False)
     except ExportError as err:  # includes its subclasses
         return {"skipped": f"no sequence export: {err}"}
     got_seq = verify_lib.run_sequences(verify_lib.LiteRTRunner(seq.model_bytes), held, "sequence")
