@@ -45,8 +45,9 @@ FSDD_DEFAULTS = dict(
 PTB_DEFAULTS = dict(
     dataset="ptb", cell="gru", method="float", stochastic=False, units=256, embedding=32,
     epochs=5, batch_size=64, lr=2e-3, seed=0, seq_len=100, dropout=0.0, steps_per_epoch=None,
-    max_eval_chars=None, patience=2,
+    max_eval_chars=None, patience=2, init="keras",
 )
+INITS = ("keras", "uniform-g")
 
 
 def default_data_dir() -> str | None:
@@ -59,8 +60,23 @@ def default_data_dir() -> str | None:
 # ---------------------------------------------------------------------------------------
 # models
 # ---------------------------------------------------------------------------------------
-def rnn_layer(cell: str, method: str, units: int, stochastic: bool = False, **kwargs):
-    """A recurrent layer: the plain Keras one for ``float``, else the preset of the method."""
+def rnn_layer(cell: str, method: str, units: int, stochastic: bool = False, init: str = "keras",
+              input_dim: int | None = None, **kwargs):
+    """A recurrent layer: the plain Keras one for ``float``, else the preset of the method.
+
+    ``init="uniform-g"``: kernel and recurrent kernel drawn from U(-G, G) with each gate's
+    Glorot bound ``G = sqrt(6 / (fan_in + units))`` (``input_dim`` is the kernel's fan-in),
+    the range the paper's code initialized in; ``"keras"``: Keras's defaults.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "uniform-g":
+        if input_dim is None:
+            raise ValueError("init='uniform-g' needs input_dim")
+        g_in, g_rec = math.sqrt(6 / (input_dim + units)), math.sqrt(6 / (2 * units))
+        seed = kwargs.get("seed", 0)
+        kwargs.update(kernel_initializer=keras.initializers.RandomUniform(-g_in, g_in, seed=seed),
+                      recurrent_initializer=keras.initializers.RandomUniform(-g_rec, g_rec, seed=seed + 1))
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
     if method not in METHODS:
@@ -92,7 +108,7 @@ def ptb_model(vocab_size: int, s: dict) -> keras.Model:
     inputs = keras.Input((None,), dtype="int32", name="chars")
     x = keras.layers.Embedding(vocab_size, s["embedding"], name="embedding")(inputs)
     x = rnn_layer(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"],
-                  return_sequences=True)(x)
+                  return_sequences=True, init=s.get("init", "keras"), input_dim=s["embedding"])(x)
     if s["dropout"]:
         x = keras.layers.Dropout(s["dropout"], seed=s["seed"])(x)
     outputs = keras.layers.Dense(vocab_size, activation="softmax", name="softmax")(x)

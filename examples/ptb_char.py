@@ -24,11 +24,13 @@ def main(argv=None):
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--patience", type=int, default=common.PTB_DEFAULTS["patience"],
                         help="stop after this many epochs without a better validation BPC")
+    parser.add_argument("--init", choices=common.INITS, default="keras",
+                        help="recurrent weights' initial values: Keras's defaults or U(-G, G) per gate")
     parser.add_argument("--max-eval-chars", type=int, default=None, help="cap validation/test length (smoke runs)")
     args = parser.parse_args(argv)
     settings = common.run_args_settings(args)
     settings.update(seq_len=args.seq_len, embedding=args.embedding, dropout=args.dropout,
-                    patience=args.patience, max_eval_chars=args.max_eval_chars)
+                    patience=args.patience, max_eval_chars=args.max_eval_chars, init=args.init)
     result, model = common.train_and_save(common.train_ptb, settings, args)
     print(f"validation BPC {result['validation_bpc']:.4f} (best epoch {result['best_epoch']})")
     print(f"test BPC {result['test_bpc']:.4f}")

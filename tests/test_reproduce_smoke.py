@@ -106,3 +106,26 @@ def test_runner_rejects_unknown_filter_words(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="gruu"):
         reproduce_paper.main(["--only", "gruu", "--results", str(tmp_path)])
     assert not (tmp_path / "paper_tables.md").exists()
+
+
+def test_rnn_layer_uniform_g_init():
+    """``init="uniform-g"`` starts every gate of both kernels inside its own Glorot bound
+    and fills that range (Keras's defaults leave most ternary weights at 0)."""
+    import math
+
+    import keras
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import common
+
+    layer = common.rnn_layer("gru", "ternary", 16, init="uniform-g", input_dim=8, seed=3)
+    layer.build((None, None, 8))
+    k, r = keras.ops.convert_to_numpy(layer.cell.kernel), keras.ops.convert_to_numpy(layer.cell.recurrent_kernel)
+    for w, g in ((k, math.sqrt(6 / 24)), (r, math.sqrt(6 / 32))):
+        assert np.abs(w).max() <= g and np.abs(w).max() > 0.9 * g
+        assert np.mean(np.abs(w) > g / 2) > 0.4  # about half leave the ternary zero band
+    with pytest.raises(ValueError, match="input_dim"):
+        common.rnn_layer("gru", "ternary", 16, init="uniform-g")
+    with pytest.raises(ValueError, match="init must be one of"):
+        common.rnn_layer("gru", "ternary", 16, init="he")
