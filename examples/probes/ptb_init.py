@@ -6,10 +6,13 @@ float?
 GRU 256 on PTB characters with the quick budget's settings (embedding 32, windows of 100,
 batch 64, Adam 2e-3, clipnorm 1), STEPS training steps per variant (600 is about 0.8 of an
 epoch), then bits per character on the first 100,000 validation characters (burn-in
-windows, as ``common.ptb_bpc``). One seed. Writes ``results/probes/ptb_init_<STEPS>.json``.
+windows, as ``common.ptb_bpc``). One seed. Writes ``results/probes/ptb_init_<STEPS>.json``
+(``--units U``: ``ptb_init_<STEPS>_u<U>.json``; ``--variants``: a subset).
 
     python examples/probes/ptb_init.py 600
+    python examples/probes/ptb_init.py 600 --units 128 --variants float ternary-default
 """
+import argparse
 import json
 import math
 import os
@@ -23,24 +26,30 @@ import tensorflow as tf  # noqa: E402
 import common  # noqa: E402
 from keras_lowprec import datasets  # noqa: E402
 
-STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 600
+VARIANTS = {"float": ("float", False), "ternary-default": ("ternary", False), "ternary-uniformG": ("ternary", True),
+            "exponential-default": ("exponential", False), "exponential-uniformG": ("exponential", True)}
+parser = argparse.ArgumentParser()
+parser.add_argument("steps", type=int, nargs="?", default=600)
+parser.add_argument("--units", type=int, default=256)
+parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
+args = parser.parse_args()
+STEPS, UNITS = args.steps, args.units
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "results", "probes",
-                   f"ptb_init_{STEPS}.json")
+                   f"ptb_init_{STEPS}" + ("" if UNITS == 256 else f"_u{UNITS}") + ".json")
 data = datasets.ptb_chars(common.default_data_dir())
 out = {}
-for name, method, init in [("float", "float", False), ("ternary-default", "ternary", False),
-                           ("ternary-uniformG", "ternary", True), ("exponential-default", "exponential", False),
-                           ("exponential-uniformG", "exponential", True)]:
+for name in args.variants:
+    method, init = VARIANTS[name]
     t0 = time.time()
     keras.utils.set_random_seed(0)
     kw = {}
     if init:
-        g_in, g_rec = math.sqrt(6 / (32 + 256)), math.sqrt(6 / (256 + 256))
+        g_in, g_rec = math.sqrt(6 / (32 + UNITS)), math.sqrt(6 / (UNITS + UNITS))
         kw = dict(kernel_initializer=keras.initializers.RandomUniform(-g_in, g_in, seed=0),
                   recurrent_initializer=keras.initializers.RandomUniform(-g_rec, g_rec, seed=1))
     inputs = keras.Input((None,), dtype="int32")
     x = keras.layers.Embedding(data.vocab_size, 32)(inputs)
-    x = common.rnn_layer("gru", method, 256, False, seed=0, return_sequences=True, **kw)(x)
+    x = common.rnn_layer("gru", method, UNITS, False, seed=0, return_sequences=True, **kw)(x)
     outputs = keras.layers.Dense(data.vocab_size, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(2e-3, clipnorm=1.0), loss="sparse_categorical_crossentropy")
@@ -52,4 +61,5 @@ for name, method, init in [("float", "float", False), ("ternary-default", "terna
     print(name, round(bpc, 4), round(time.time() - t0), flush=True)
 os.makedirs(os.path.dirname(OUT), exist_ok=True)
 with open(OUT, "w") as fh:
-    json.dump({"steps": STEPS, "command": f"python examples/probes/ptb_init.py {STEPS}", "results": out}, fh, indent=1)
+    json.dump({"steps": STEPS, "units": UNITS, "command": "python examples/probes/ptb_init.py " + " ".join(sys.argv[1:]),
+               "results": out}, fh, indent=1)
