@@ -7,7 +7,7 @@ GRU 256 on PTB characters with the quick budget's settings (embedding 32, window
 batch 64, Adam 2e-3, clipnorm 1), STEPS training steps per variant (600 is about 0.8 of an
 epoch), then bits per character on the first 100,000 validation characters (burn-in
 windows, as ``common.ptb_bpc``). One seed. Writes ``results/probes/ptb_init_<STEPS>.json``
-(``--units U``: ``ptb_init_<STEPS>_u<U>.json``; ``--variants``: a subset).
+(``--units U`` / ``--lr LR``: ``ptb_init_<STEPS>_u<U>_lr<LR>.json``; ``--variants``: a subset).
 
     python examples/probes/ptb_init.py 600
     python examples/probes/ptb_init.py 600 --units 128 --variants float ternary-default
@@ -31,11 +31,13 @@ VARIANTS = {"float": ("float", False), "ternary-default": ("ternary", False), "t
 parser = argparse.ArgumentParser()
 parser.add_argument("steps", type=int, nargs="?", default=600)
 parser.add_argument("--units", type=int, default=256)
+parser.add_argument("--lr", type=float, default=2e-3)
 parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
 args = parser.parse_args()
-STEPS, UNITS = args.steps, args.units
+STEPS, UNITS, LR = args.steps, args.units, args.lr
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "results", "probes",
-                   f"ptb_init_{STEPS}" + ("" if UNITS == 256 else f"_u{UNITS}") + ".json")
+                   f"ptb_init_{STEPS}" + ("" if UNITS == 256 else f"_u{UNITS}") + ("" if LR == 2e-3 else f"_lr{LR:g}")
+                   + ".json")
 data = datasets.ptb_chars(common.default_data_dir())
 out = {}
 for name in args.variants:
@@ -52,7 +54,7 @@ for name in args.variants:
     x = common.rnn_layer("gru", method, UNITS, False, seed=0, return_sequences=True, **kw)(x)
     outputs = keras.layers.Dense(data.vocab_size, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3, clipnorm=1.0), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(LR, clipnorm=1.0), loss="sparse_categorical_crossentropy")
     train_b = common.PTBWindows(data.train, 100, 64, shuffle=True, seed=0)
     specs = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32))
     model.fit(common.as_dataset(train_b, *specs), steps_per_epoch=STEPS, epochs=1, verbose=0)
@@ -61,5 +63,5 @@ for name in args.variants:
     print(name, round(bpc, 4), round(time.time() - t0), flush=True)
 os.makedirs(os.path.dirname(OUT), exist_ok=True)
 with open(OUT, "w") as fh:
-    json.dump({"steps": STEPS, "units": UNITS, "command": "python examples/probes/ptb_init.py " + " ".join(sys.argv[1:]),
+    json.dump({"steps": STEPS, "units": UNITS, "lr": LR, "command": "python examples/probes/ptb_init.py " + " ".join(sys.argv[1:]),
                "results": out}, fh, indent=1)
