@@ -7,10 +7,12 @@ GRU 256 on PTB characters with the quick budget's settings (embedding 32, window
 batch 64, Adam 2e-3, clipnorm 1), STEPS training steps per variant (600 is about 0.8 of an
 epoch), then bits per character on the first 100,000 validation characters (burn-in
 windows, as ``common.ptb_bpc``). One seed. Writes ``results/probes/ptb_init_<STEPS>.json``
-(``--units U`` / ``--lr LR``: ``ptb_init_<STEPS>_u<U>_lr<LR>.json``; ``--variants``: a subset).
+(``--units U`` / ``--lr LR`` / ``--variants`` (a subset): ``ptb_init_<STEPS>_u<U>_lr<LR>_<variants>.json``).
+The probe also has one diagnostic variant outside the paper's method: ``ternary-floatbias``
+(biases left in float).
 
     python examples/probes/ptb_init.py 600
-    python examples/probes/ptb_init.py 600 --units 128 --variants float ternary-default
+    python examples/probes/ptb_init.py 600 --units 128 --variants float ternary-default exponential-default
 """
 import argparse
 import json
@@ -27,7 +29,9 @@ import common  # noqa: E402
 from keras_lowprec import datasets  # noqa: E402
 
 VARIANTS = {"float": ("float", False), "ternary-default": ("ternary", False), "ternary-uniformG": ("ternary", True),
-            "exponential-default": ("exponential", False), "exponential-uniformG": ("exponential", True)}
+            "exponential-default": ("exponential", False), "exponential-uniformG": ("exponential", True),
+            # diagnostic, not the paper's method: biases left in float
+            "ternary-floatbias": ("ternary", False)}
 parser = argparse.ArgumentParser()
 parser.add_argument("steps", type=int, nargs="?", default=600)
 parser.add_argument("--units", type=int, default=256)
@@ -37,17 +41,17 @@ args = parser.parse_args()
 STEPS, UNITS, LR = args.steps, args.units, args.lr
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "results", "probes",
                    f"ptb_init_{STEPS}" + ("" if UNITS == 256 else f"_u{UNITS}") + ("" if LR == 2e-3 else f"_lr{LR:g}")
-                   + ".json")
+                   + ("" if args.variants == list(VARIANTS) else "_" + "+".join(args.variants)) + ".json")
 data = datasets.ptb_chars(common.default_data_dir())
 out = {}
 for name in args.variants:
     method, init = VARIANTS[name]
     t0 = time.time()
     keras.utils.set_random_seed(0)
-    kw = {}
+    kw = {"bias_quantizer": None} if name.endswith("floatbias") else {}
     if init:
         g_in, g_rec = math.sqrt(6 / (32 + UNITS)), math.sqrt(6 / (UNITS + UNITS))
-        kw = dict(kernel_initializer=keras.initializers.RandomUniform(-g_in, g_in, seed=0),
+        kw.update(kernel_initializer=keras.initializers.RandomUniform(-g_in, g_in, seed=0),
                   recurrent_initializer=keras.initializers.RandomUniform(-g_rec, g_rec, seed=1))
     inputs = keras.Input((None,), dtype="int32")
     x = keras.layers.Embedding(data.vocab_size, 32)(inputs)
