@@ -486,10 +486,11 @@ def test_tflm_abort_becomes_error():
 # Streaming vs the whole sequence on 300 held-out sequences (not used to calibrate or train),
 # argmax agreement (with Keras, with the sequence export). Measured (TFLM): LSTM with the
 # fused kernel (int16 cell state, the default) 0.997 and 1.0; LSTM unrolled op by op (int8
-# cell state, one scale for every step) 0.977 and 0.973; GRU 0.993 and 0.993. The issue asks
+# cell state, one scale for every step) 0.987 and 0.983 (0.977 / 0.973 when the stream graph
+# was calibrated on 400 instead of up to 4,000 steps); GRU 0.997 and 0.997. The issue asks
 # for 0.99: the unrolled LSTM misses it (sequences whose two top Keras logits differ by
 # less than a few output steps), which is why LSTM chains export fused by default.
-STREAM_AGREEMENT = {("LSTM", "fused"): (0.99, 0.99), ("LSTM", "unrolled"): (0.97, 0.965),
+STREAM_AGREEMENT = {("LSTM", "fused"): (0.99, 0.99), ("LSTM", "unrolled"): (0.98, 0.975),
                     ("GRU", "auto"): (0.99, 0.99)}
 
 

@@ -51,6 +51,10 @@ __all__ = [
 
 MODES = ("sequence", "stream")
 _MAX_CALIBRATION_SAMPLES = 400
+# Unrolled stream graphs calibrate on single steps (cheap samples): more of them cover the
+# range of the states. Digits benchmark, ternary SimpleRNN 32: 400 steps from 50 sequences ->
+# 98.3% agreement with Keras, max abs error 0.55; 2,400 steps from 300 -> 98.9%, 0.36.
+_MAX_STREAM_CALIBRATION_STEPS = 4000
 
 
 @dataclass
@@ -316,9 +320,9 @@ def to_tflite(
         # Masking: only the real frames of each sequence (what firmware feeds).
         calib_seqs = _real_sequences(plan, calib, "representative_data")
         per_seq = max(1.0, float(np.mean([len(s) for s in calib_seqs])))
-        pick = _spread(len(calib_seqs), max(1, int(_MAX_CALIBRATION_SAMPLES // per_seq)))
+        pick = _spread(len(calib_seqs), max(1, int(_MAX_STREAM_CALIBRATION_STEPS // per_seq)))
         steps, _ = graph.stream_reference(plan, [calib_seqs[i] for i in pick])
-        samples = [steps[i] for i in _spread(len(steps), _MAX_CALIBRATION_SAMPLES)]
+        samples = [steps[i] for i in _spread(len(steps), _MAX_STREAM_CALIBRATION_STEPS)]
 
     def representative():
         for i, s in enumerate(samples):
