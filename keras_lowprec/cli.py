@@ -148,7 +148,7 @@ def _export(args) -> int:
     lines = [
         f"wrote {', '.join(sorted(os.path.basename(p) for p in result.paths.values()))} to {args.out}",
         f"model {rep['model_bytes']} bytes, weights {rep['weight_bytes']} bytes, ops: {', '.join(result.ops)}",
-        *([f"state: variable tensors of the fused LSTM; call Reset() before each sequence"]
+        *(["state: variable tensors of the fused LSTM; call Reset() before each sequence"]
           if rep["state"] == "variables" else []),
         f"weights exact: {rep['exactness']['all_exact']} ({rep['exactness']['exact_tensors']} exact tensors, "
         f"{rep['exactness']['plain_int8_tensors']} plain int8)",

@@ -580,3 +580,20 @@ def test_unbuilt_model_refused():
     model = keras.Sequential([L.TernaryLSTM(U), L.TernaryDense(C)])
     with pytest.raises(ExportError, match="keras.Input"):
         to_tflite(model, _data(4), verify=False)
+
+
+def test_fused_lstm_intermediates_retyped_without_effect():
+    """The fused LSTM's empty float32 intermediates are retyped int16: TFLM computes the
+    same outputs with the converter's original typing."""
+    model = _model("Ternary", "LSTM", epochs=5)
+    res = to_tflite(model, _data(30), verify=False)
+    fb = flatbuffer.read(res.model_bytes)
+    sg = fb.subgraphs[0]
+    retyped = [i for op in sg.operators if op.intermediates is not None for i in op.intermediates
+               if flatbuffer.type_name(sg.tensors[i].type) == "INT16"]
+    assert len(retyped) == 4
+    for i in retyped:
+        sg.tensors[i].type = flatbuffer._schema().TensorType.FLOAT32
+    original = flatbuffer.write(fb)
+    x = _data(20, seed=3)
+    np.testing.assert_array_equal(run_tflm(res.model_bytes, x), run_tflm(original, x))

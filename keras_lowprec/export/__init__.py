@@ -307,7 +307,7 @@ def to_tflite(
 
     # 1. twin graph and calibration samples
     if use_fused:  # stream mode: the sequence model, calibrated on whole sequences, then T -> 1
-        seqs = [calib[i] for i in range(len(calib))] if mode == "sequence" else fused.calibration_windows(
+        seqs = list(calib) if mode == "sequence" else fused.calibration_windows(
             _real_sequences(plan, calib, "representative_data"))
         t_fused = int(seqs[0].shape[0])
         converter = fused.converter(plan, t_fused)
@@ -336,12 +336,8 @@ def to_tflite(
     # 2. checks and exact rewrite
     fb = flatbuffer.read(raw)
     if use_fused:
-        fused.integer_intermediates(fb)
+        fused.prepare(fb, sum(s.kind == "rnn" for s in plan.stages), t_fused if mode == "stream" else None)
     flatbuffer.check_integer_only(fb)
-    if use_fused:
-        fused.check_fused(fb, sum(s.kind == "rnn" for s in plan.stages))
-        if mode == "stream":
-            fused.to_single_step(fb, t_fused)
     # With one time step the recurrent kernels multiply the zero initial state: folded away.
     optional = tuple(w.key for w in plan.weights if w.name == "recurrent_kernel") if (
         mode == "sequence" and plan.timesteps == 1) else ()

@@ -25,7 +25,7 @@ both share every activation scale.
 The op lists five intermediate tensors without data (shape ``[0]``); the converter types
 four of them float32. :func:`integer_intermediates` retypes those int16 (the gate
 pre-activation type of the integer kernel), so that no tensor of the graph is float;
-LiteRT and TFLM give bit-identical outputs either way (checked when this was written).
+TFLM gives bit-identical outputs either way (tested).
 """
 
 from __future__ import annotations
@@ -53,8 +53,7 @@ def unfusable_reason(plan) -> str | None:
     """Why the plan cannot use the fused LSTM kernel (``None``: it can)."""
     from keras_lowprec.export import graph
 
-    rnns = [s for s in plan.stages if s.kind == "rnn"]
-    if not rnns:
+    if not any(s.kind == "rnn" for s in plan.stages):
         return "the model has no recurrent layer"
     for stage in plan.stages:
         layer = stage.layer
@@ -68,10 +67,7 @@ def unfusable_reason(plan) -> str | None:
             cell = layer.cell
             if _act_name(cell.activation) != "tanh" or _act_name(cell.recurrent_activation) != "sigmoid":
                 return f"layer '{stage.name}': the fused kernel needs activation='tanh', recurrent_activation='sigmoid'"
-        elif stage.kind == "dense":
-            if _act_name(layer.activation) is None:
-                return f"layer '{stage.name}': activation {getattr(layer.activation, '__name__', '?')!r}"
-        elif type(layer).__name__ == "Activation":
+        elif stage.kind == "dense" or type(layer).__name__ == "Activation":
             if _act_name(layer.activation) is None:
                 return f"layer '{stage.name}': activation {getattr(layer.activation, '__name__', '?')!r}"
         else:
@@ -115,6 +111,16 @@ def converter(plan, timesteps: int) -> Any:
     import tensorflow as tf
 
     return tf.lite.TFLiteConverter.from_keras_model(twin_model(plan, timesteps))
+
+
+def prepare(model, n_lstm: int, stream_timesteps: int | None) -> None:
+    """Checks and rewrites of a converted fused graph, before the integer-only check:
+    empty intermediates retyped, one fused op per LSTM layer, and (stream mode) the time
+    axis of a graph converted with ``stream_timesteps`` steps set to 1."""
+    integer_intermediates(model)
+    check_fused(model, n_lstm)
+    if stream_timesteps is not None:
+        to_single_step(model, stream_timesteps)
 
 
 def check_fused(model, n_lstm: int) -> None:
@@ -162,7 +168,6 @@ def to_single_step(model, timesteps: int) -> None:
             t.shape = np.array([1, 1, shape[2]], np.int32)
             if t.shapeSignature is not None and len(t.shapeSignature):
                 t.shapeSignature = np.array([1, 1, shape[2]], np.int32)
-
 
 
 def integer_intermediates(model) -> int:
