@@ -90,11 +90,17 @@ def rnn_layer(cell: str, method: str, units: int, stochastic: bool = False, init
 
 
 def fsdd_model(num_features: int, s: dict) -> keras.Model:
+    """Masking -> [GaussianNoise] -> recurrent layer -> [Dropout] -> softmax classifier.
+
+    ``s["rnn_kwargs"]`` (optional): extra arguments of the recurrent layer (probes use it
+    to leave one part of a rounded layer in float, e.g. ``{"bias_quantizer": None}``).
+    """
     inputs = keras.Input((None, num_features), name="frames")
     x = keras.layers.Masking(mask_value=0.0)(inputs)  # padding is exactly zero
     if s["noise"]:
         x = keras.layers.GaussianNoise(s["noise"], seed=s["seed"])(x)
-    x = rnn_layer(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"])(x)
+    x = rnn_layer(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"],
+                  **s.get("rnn_kwargs", {}))(x)
     if s["dropout"]:
         x = keras.layers.Dropout(s["dropout"], seed=s["seed"])(x)
     outputs = keras.layers.Dense(10, activation="softmax", name="classifier")(x)

@@ -264,9 +264,39 @@ def test_files_written(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["model_bytes"] == len(res.model_bytes)
     assert report["arena_bytes"] == res.arena_bytes
-    for key in ("max_abs_error", "argmax_agreement", "us_per_invoke", "arena_bytes"):
+    for key in ("max_abs_error", "argmax_agreement", "output_grid_ceiling", "us_per_invoke", "arena_bytes"):
         assert key in report["verification"]["tflm"]
     assert report["weight_bytes"] < report["model_bytes"]
+
+
+def test_compare_output_grid_ceiling():
+    from keras_lowprec.export.verify import compare
+
+    # step 0.5, zero point 0: rows 0 and 1 are separated by the grid, row 2's top two
+    # logits (1.1 and 1.2, class 2 wins) both round to code 2 -> the tie goes to class 0
+    ref = np.array([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0], [1.1, -1.0, 1.2]], np.float32)
+    got = ref + np.float32(0.01)
+    rep = compare(ref, got, output_grid=(0.5, 0))
+    assert rep["argmax_agreement"] == 1.0
+    assert rep["output_grid_ceiling"] == pytest.approx(2 / 3)
+    assert "output_grid_ceiling" not in compare(ref, got)
+    assert "output_grid_ceiling" not in compare(ref, got, output_grid=(0.0, 0))  # a float output
+
+
+def test_runner_handles_float_models():
+    """The float32 TFLite (no quantization parameters) runs through the same runner: inputs
+    and outputs pass unchanged, TFLM matches Keras to float rounding."""
+    from keras_lowprec.export.verify import run_sequences
+
+    model = _model("Ternary", "GRU", train=False)
+    x = _data(4)
+    runner = TFLMRunner(to_float_tflite(model))
+    assert runner.input_quant(0) == (0.0, 0) and runner.output_quant(0) == (0.0, 0)
+    timings: list[float] = []
+    got = run_sequences(runner, x, "sequence", timings=timings)
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-4)
+    assert len(timings) == len(x) and all(t > 0 for t in timings)
+    assert np.array_equal(quantize(x, 0.0, 0), x) and np.array_equal(dequantize(x, 0.0, 0), x)
 
 
 def test_write_atomic_keeps_old_file_on_failure(tmp_path, monkeypatch):

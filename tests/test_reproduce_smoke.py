@@ -129,3 +129,15 @@ def test_rnn_layer_uniform_g_init():
         common.rnn_layer("gru", "ternary", 16, init="uniform-g")
     with pytest.raises(ValueError, match="init must be one of"):
         common.rnn_layer("gru", "ternary", 16, init="he")
+
+
+def test_fsdd_model_passes_rnn_kwargs():
+    """``rnn_kwargs`` reaches the recurrent layer (the probes leave one part in float)."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    import common
+
+    s = {**common.FSDD_DEFAULTS, "method": "ternary", "units": 4}
+    default = common.fsdd_model(3, s).get_layer("rnn")
+    floatbias = common.fsdd_model(3, {**s, "rnn_kwargs": {"bias_quantizer": None}}).get_layer("rnn")
+    assert default.cell.bias_quantizer is not None
+    assert floatbias.cell.bias_quantizer is None and floatbias.cell.kernel_quantizer is not None

@@ -31,14 +31,12 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "resu
                    f"fsdd_parts_{args.cell}_{args.method}.json")
 SETTINGS = dict(cell=args.cell, units=96, epochs=30, batch_size=32, lr=2e-3, normalize="global", noise=0.3,
                 dropout=0.3)
-rnn_layer = common.rnn_layer
 out = {}
 for name in args.variants:
-    extra = FLOAT_PART.get(name, {})
-    common.rnn_layer = lambda *a, _extra=extra, **kw: rnn_layer(*a, **kw, **_extra)
     method = "float" if name == "float" else args.method
+    run = {**SETTINGS, "method": method, "rnn_kwargs": FLOAT_PART.get(name, {})}
     with tempfile.TemporaryDirectory() as scratch:
-        result, _ = common.train_fsdd({**SETTINGS, "method": method}, common.default_data_dir(), scratch, verbose=0)
+        result, _ = common.train_fsdd(run, common.default_data_dir(), scratch, verbose=0)
     out[name] = {"validation_accuracy": result["validation_accuracy"], "best_epoch": result["best_epoch"]}
     print(name, out[name], flush=True)
 os.makedirs(os.path.dirname(OUT), exist_ok=True)

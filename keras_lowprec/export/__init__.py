@@ -535,13 +535,14 @@ def _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress) 
                                 "real_frames_max": int(max(len(f) for f in frames)),
                                 "real_frames_mean": float(np.mean([len(f) for f in frames]))}
     got_lite = verify_lib.run_sequences(litert, frames, mode, n_states, prog("litert"))
-    out["litert"] = verify_lib.compare(reference, got_lite)
+    grid = litert.output_quant(0)
+    out["litert"] = verify_lib.compare(reference, got_lite, grid)
     arena = max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes))  # generous; the used size is measured
     verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1, arena)
     tflm = verify_lib.TFLMRunner(model_bytes, arena)
     timings: list[float] = []
     got_tflm = verify_lib.run_sequences(tflm, frames, mode, n_states, prog("tflm"), timings)
-    out["tflm"] = verify_lib.compare(reference, got_tflm)
+    out["tflm"] = verify_lib.compare(reference, got_tflm, grid)
     out["tflm"]["arena_bytes"] = tflm.arena_bytes()
     steps = held.shape[1]
     per_invoke = float(np.median(timings)) * 1e6 if timings else None

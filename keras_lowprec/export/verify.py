@@ -41,15 +41,28 @@ def capture_stderr():
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """``clip(round(x / scale) + zero_point, -128, 127)`` as int8; ``scale == 0``: a float
+    tensor (no quantization parameters), ``x`` as float32."""
+    if scale == 0:
+        return np.asarray(x, np.float32)
     return np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
 
 
 def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """``(q - zero_point) * scale`` as float32; ``scale == 0``: a float tensor, unchanged."""
+    if scale == 0:
+        return np.asarray(q, np.float32)
     return (q.astype(np.float32) - zero_point) * np.float32(scale)
 
 
 class _Runner:
-    """Common interface over LiteRT and TFLM: set inputs, invoke, read outputs (int8)."""
+    """Common interface over LiteRT and TFLM: set inputs, invoke, read outputs.
+
+    ``input_quant(i)`` / ``output_quant(i)`` give ``(scale, zero_point)``, ``(0.0, 0)`` for a
+    float tensor; ``last_invoke_s`` is the duration of the last ``invoke`` alone.
+    """
+
+    last_invoke_s: float = 0.0
 
     def reset(self):  # pragma: no cover - interface
         pass
@@ -75,7 +88,9 @@ class LiteRTRunner(_Runner):
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         for d, a in zip(self.inputs, arrays):
             self.it.set_tensor(d["index"], a.reshape(d["shape"]))
+        t0 = time.perf_counter()
         self.it.invoke()
+        self.last_invoke_s = time.perf_counter() - t0
         return [self.it.get_tensor(d["index"]).copy() for d in self.outputs]
 
     def reset(self):
@@ -100,19 +115,19 @@ class TFLMRunner(_Runner):
         self.outputs = [self.it.get_output_details(i) for i in range(self.n_out)]
 
     def input_quant(self, i):
-        q = self.inputs[i]["quantization_parameters"]
-        return float(q["scales"][0]), int(q["zero_points"][0])
+        return _quant(self.inputs[i])
 
     def output_quant(self, i):
-        q = self.outputs[i]["quantization_parameters"]
-        return float(q["scales"][0]), int(q["zero_points"][0])
+        return _quant(self.outputs[i])
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         with capture_stderr() as err:
             try:
                 for i, a in enumerate(arrays):
                     self.it.set_input(a.reshape(self.inputs[i]["shape"]), i)
+                t0 = time.perf_counter()
                 self.it.invoke()
+                self.last_invoke_s = time.perf_counter() - t0
                 exc = None
             except Exception as e:  # noqa: BLE001
                 exc = e
@@ -128,6 +143,11 @@ class TFLMRunner(_Runner):
             self.it.print_allocations()
         m = re.search(r"Arena allocation total (\d+) bytes", "".join(err))
         return int(m.group(1)) if m else None
+
+
+def _quant(details: dict) -> tuple[float, int]:
+    q = details["quantization_parameters"]
+    return (float(q["scales"][0]), int(q["zero_points"][0])) if len(q["scales"]) else (0.0, 0)
 
 
 def _tflm_message(err: list[str], exc: Exception) -> str:
@@ -197,6 +217,8 @@ def run_sequences(runner: _Runner, x: np.ndarray, mode: str, n_states: int = 0,
 
     sequence mode: one invoke per sequence. stream mode: one invoke per step, the int8
     output states copied into the input states (they share quantization), final output kept.
+    ``timings`` gets the duration of every ``invoke`` (setting inputs and reading outputs
+    not included).
     """
     in_s, in_zp = runner.input_quant(0)
     out_s, out_zp = runner.output_quant(0)
@@ -204,10 +226,9 @@ def run_sequences(runner: _Runner, x: np.ndarray, mode: str, n_states: int = 0,
     for n, seq in enumerate(x):
         runner.reset()
         if mode == "sequence":
-            t0 = time.perf_counter()
             (y,) = runner.run([quantize(seq[None], in_s, in_zp)])[:1]
             if timings is not None:
-                timings.append(time.perf_counter() - t0)
+                timings.append(runner.last_invoke_s)
             results.append(dequantize(y, out_s, out_zp)[0])
         else:
             states = []
@@ -217,10 +238,9 @@ def run_sequences(runner: _Runner, x: np.ndarray, mode: str, n_states: int = 0,
                 states.append(quantize(np.zeros(tuple(shape), np.float32), s, zp))  # zero state
             y = None
             for t in range(seq.shape[0]):
-                t0 = time.perf_counter()
                 outs = runner.run([quantize(seq[t][None], in_s, in_zp), *states])
                 if timings is not None:
-                    timings.append(time.perf_counter() - t0)
+                    timings.append(runner.last_invoke_s)
                 y = outs[0]
                 states = [o.astype(np.int8) for o in outs[1:1 + n_states]]
             results.append(dequantize(y, out_s, out_zp).reshape(-1))  # (1, C) or, fused, (1, 1, C)
@@ -229,7 +249,14 @@ def run_sequences(runner: _Runner, x: np.ndarray, mode: str, n_states: int = 0,
     return np.stack(results)
 
 
-def compare(reference: np.ndarray, got: np.ndarray) -> dict:
+def compare(reference: np.ndarray, got: np.ndarray, output_grid: tuple[float, int] | None = None) -> dict:
+    """Max / mean abs error of ``got`` against ``reference`` and, for vectors, argmax agreement.
+
+    ``output_grid``: the ``(scale, zero_point)`` of the model's int8 output. Adds
+    ``output_grid_ceiling``, the argmax agreement of ``reference`` rounded to that grid with
+    ``reference`` itself (ties go to the first index, as they do in firmware): what an
+    export with no error before its output rounding would reach.
+    """
     ref = reference.reshape(len(reference), -1)
     out = got.reshape(len(got), -1)
     report = {"max_abs_error": float(np.max(np.abs(ref - out))) if ref.size else 0.0,
@@ -240,4 +267,6 @@ def compare(reference: np.ndarray, got: np.ndarray) -> dict:
         a = np.argmax(reference, axis=-1)
         b = np.argmax(got, axis=-1)
         report["argmax_agreement"] = float(np.mean(a == b))
+        if output_grid is not None and output_grid[0] != 0:
+            report["output_grid_ceiling"] = float(np.mean(np.argmax(quantize(reference, *output_grid), -1) == a))
     return report
