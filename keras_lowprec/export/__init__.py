@@ -20,8 +20,8 @@ How it works:
    a graph with any float tensor or non-builtin op is refused; the int8 range of every
    TANH / LOGISTIC input is narrowed to the inputs that change the int8 output;
 5. the written model is run in LiteRT and in the TFLM interpreter on held-out sequences
-   and compared with the Keras model (report: errors, argmax agreement, weight
-   exactness, bytes, arena, latency); a stream export is also compared with the
+   and compared with the Keras model (report: errors, argmax agreement and its ceiling
+   set by the int8 output grid, weight exactness, bytes, arena, latency); a stream export is also compared with the
    sequence-mode export of the same model (``verification.stream_vs_sequence``).
 """
 
