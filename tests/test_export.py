@@ -478,6 +478,81 @@ def test_bad_mode_and_float_graph_refused():
 
 
 # -- coverage: stacks, float layers around, sequence heads ----------------------------------------
+def _normalized(x, **kw):
+    norm = keras.layers.Normalization(**kw)
+    norm.adapt(x)
+    return norm
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_affine_of_matches_keras(invert):
+    """BatchNormalization (trained statistics, gamma, beta) and Normalization as x * scale + offset."""
+    from keras_lowprec.export.graph import affine_of
+
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(64, T, F)).astype(np.float32)
+    bn = keras.layers.BatchNormalization(momentum=0.0)
+    bn(x, training=True)  # moving statistics = this batch's
+    bn.gamma.assign(np.array([0.5, -2.0, 1.5], np.float32))
+    bn.beta.assign(np.array([0.1, 0.2, -0.3], np.float32))
+    for layer in (bn, _normalized(x, invert=invert)):
+        scale, offset = affine_of(layer)
+        assert scale.shape == offset.shape == (F,)
+        np.testing.assert_allclose(x * scale + offset, keras.ops.convert_to_numpy(layer(x, training=False)),
+                                   rtol=1e-5, atol=1e-5)
+    assert affine_of(_normalized(x, axis=1)) is None  # statistics per time step
+    bn_t = keras.layers.BatchNormalization(axis=1)
+    keras.Sequential([keras.Input((T, F)), bn_t])
+    assert affine_of(bn_t) is None
+
+
+@pytest.mark.parametrize("mode", ["sequence", "stream"])
+def test_normalization_layers_around_gru(mode):
+    """Normalization on the input and BatchNormalization between the layers: per-feature
+    MUL/ADD in int8, the rounded weights still exact, TFLM close to Keras."""
+    x = np.random.default_rng(5).normal(3.0, 2.0, size=(40, T, F)).astype(np.float32)
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((T, F)), _normalized(x), L.TernaryGRU(U, return_sequences=True),
+                              keras.layers.BatchNormalization(), L.ExponentialGRU(U),
+                              keras.layers.BatchNormalization(), L.TernaryDense(C)])
+    model.compile("adam", "mse")
+    model.fit(x, np.random.default_rng(6).normal(size=(len(x), C)), epochs=2, verbose=0)
+    res = to_tflite(model, x, mode=mode)
+    _assert_exact_pieces(model, res.model_bytes)
+    assert "MUL" in res.ops
+    assert res.verification["tflm"]["relative_max_abs_error"] < REL_TOL
+
+
+@pytest.mark.parametrize("mode", ["sequence", "stream"])
+def test_normalization_before_fused_lstm(mode):
+    """A Normalization in front of an LSTM keeps the fused kernel (its MUL/ADD run before the
+    op); one right before a rounded Dense would be folded into that Dense's weights by the
+    converter, so that chain exports unrolled and says why."""
+    x = np.random.default_rng(7).normal(-1.0, 3.0, size=(40, T, F)).astype(np.float32)
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([keras.Input((T, F)), _normalized(x), L.TernaryLSTM(U), L.TernaryDense(C)])
+    res = to_tflite(model, x, mode=mode)
+    assert res.report["lstm"]["kernel"] == "fused"
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in res.ops and "MUL" in res.ops
+    _assert_exact_pieces(model, res.model_bytes)
+    assert res.verification["tflm"]["relative_max_abs_error"] < REL_TOL
+    folded = keras.Sequential([keras.Input((T, F)), L.TernaryLSTM(U), keras.layers.BatchNormalization(),
+                               L.TernaryDense(C)])
+    res = to_tflite(folded, x, mode=mode, verify=False)
+    assert res.report["lstm"]["kernel"] == "unrolled"
+    assert "fold" in res.report["lstm"]["why_not_fused"]
+    _assert_exact_pieces(folded, res.model_bytes)
+
+
+def test_normalization_along_time_refused():
+    x = _data(8)
+    model = keras.Sequential([keras.Input((T, F)), _normalized(x, axis=1), L.TernaryGRU(U)])
+    with pytest.raises(UnsupportedLayerError, match="per-feature"):
+        to_tflite(model, x)
+    bn_time = keras.Sequential([keras.Input((T, F)), keras.layers.BatchNormalization(axis=1), L.TernaryGRU(U)])
+    with pytest.raises(UnsupportedLayerError, match="mixes time steps"):
+        to_tflite(bn_time, x, mode="stream")
+
+
 def test_stacked_with_float_layers():
     keras.utils.set_random_seed(3)
     model = keras.Sequential([

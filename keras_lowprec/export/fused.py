@@ -10,9 +10,9 @@ TF's converter emits the op only when it finds the function Keras 2 wraps its LS
 (``api_implements="lstm_<uuid>"``) in a SavedModel; a Keras 3 LSTM, or the same math in a
 plain ``tf.function``, converts to a WHILE loop instead. So for a chain the fused kernel
 can run (every recurrent layer an LSTM with Keras's default ``tanh`` / ``sigmoid``; Dense,
-Activation and identity layers around it) the exporter rebuilds the chain as a
-``tf_keras`` model at batch 1 with the **deterministic rounded weights** and converts that
-(``TFLiteConverter.from_keras_model``). The weight tensors are then rewritten exactly like
+Activation, per-feature BatchNormalization / Normalization and identity layers around it)
+the exporter rebuilds the chain as a ``tf_keras`` model at batch 1 with the **deterministic
+rounded weights** and converts that (``TFLiteConverter.from_keras_model``). The weight tensors are then rewritten exactly like
 those of any other export, and the int32 gate biases re-expressed in
 ``input_scale * weight_scale``.
 
@@ -41,7 +41,7 @@ LSTM_KERNELS = ("auto", "fused", "unrolled")
 _ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "tanh", "softmax")
 # Ops a fused graph may contain for its time axis to be set to 1 (stream mode).
 _STREAMABLE_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "STRIDED_SLICE", "FULLY_CONNECTED", "SOFTMAX", "LOGISTIC",
-                   "TANH", "RELU", "RELU6", "QUANTIZE"}
+                   "TANH", "RELU", "RELU6", "QUANTIZE", "MUL", "ADD"}
 
 
 def _act_name(fn) -> str | None:
@@ -55,9 +55,14 @@ def unfusable_reason(plan) -> str | None:
 
     if not any(s.kind == "rnn" for s in plan.stages):
         return "the model has no recurrent layer"
-    for stage in plan.stages:
+    stages = [s for s in plan.stages if s.kind != "identity"]
+    for stage, after in zip(stages, stages[1:] + [None]):
         layer = stage.layer
-        if stage.kind == "identity":
+        if stage.kind == "affine":
+            if after is not None and after.kind == "dense":
+                # the converter folds x * scale into the next FULLY_CONNECTED's weights
+                return (f"layer '{stage.name}' ({type(layer).__name__}) right before Dense '{after.name}': the "
+                        "converter would fold it into that layer's rounded weights")
             continue
         if stage.kind == "rnn":
             base = graph._base_name(layer)
@@ -95,6 +100,9 @@ def twin_model(plan, timesteps: int):
                                         name=f"{stage.name}_twin")
             x = twin(x)
             twin.set_weights([values["kernel"], values["recurrent_kernel"]] + ([values["bias"]] if use_bias else []))
+        elif stage.kind == "affine":
+            scale, offset = stage.affine
+            x = tf_keras.layers.Lambda(lambda t, s=scale, o=offset: t * s + o, name=f"{stage.name}_twin")(x)
         elif stage.kind == "dense":
             _, values = stage.twin
             twin = tf_keras.layers.Dense(int(layer.units), activation=_act_name(layer.activation),

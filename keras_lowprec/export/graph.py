@@ -34,7 +34,7 @@ _APPLY = {
     "ReLU": True,
     "LeakyReLU": True,
     "Softmax": True,
-    "BatchNormalization": True,
+    "BatchNormalization": False,  # statistics along an axis other than the features (else "affine")
     "LayerNormalization": True,
     "Flatten": False,
     "Reshape": False,
@@ -45,7 +45,8 @@ _CELL_MATH_ARGS = ("units", "activation", "recurrent_activation", "use_bias", "r
 SUPPORTED_LAYERS = (
     "QuantLSTM / QuantGRU / QuantSimpleRNN and their presets (e.g. TernaryLSTM), keras LSTM / GRU / "
     "SimpleRNN, QuantDense and presets (e.g. TernaryDense), Dense, Activation, ReLU, LeakyReLU, "
-    "Softmax, BatchNormalization, LayerNormalization, Flatten, Reshape, Dropout and the other "
+    "Softmax, BatchNormalization, Normalization (per feature), LayerNormalization, Flatten, Reshape, "
+    "Dropout and the other "
     "noise/dropout layers (identity at inference), Masking on the model input (mode='stream' only)"
 )
 
@@ -70,13 +71,14 @@ class WeightInfo:
 
 @dataclass
 class Stage:
-    kind: str  # "rnn", "dense", "apply", "identity"
+    kind: str  # "rnn", "dense", "affine", "apply", "identity"
     layer: Any
     name: str
     per_step: bool = True
     cell: Any = None  # (None, {weight name: rounded value}) (rnn)
     pieces: Any = None  # per-gate weight arrays (rnn), see gate_pieces
     twin: Any = None  # float twin layer (dense)
+    affine: Any = None  # (scale, offset), one per feature: y = x * scale + offset (affine)
     units: int = 0
     n_states: int = 0
     return_sequences: bool = False
@@ -237,6 +239,48 @@ def _twin_dense(layer, weights: list[WeightInfo]):
     return twin, {w.name: w.value for w in weights}
 
 
+def _input_ndim(layer) -> int | None:
+    try:
+        return len(layer.input.shape)
+    except (AttributeError, ValueError):  # a layer without one input tensor
+        return None
+
+
+def affine_of(layer) -> tuple[np.ndarray, np.ndarray] | None:
+    """Inference-time ``BatchNormalization`` or ``Normalization`` as ``y = x * scale + offset``
+    with one ``(scale, offset)`` per feature (last axis), float32; ``None`` when its statistics
+    run along another axis.
+
+    BatchNormalization: ``scale = gamma / sqrt(moving_variance + epsilon)``,
+    ``offset = beta - moving_mean * scale``. Normalization: ``std = max(sqrt(variance),
+    epsilon)``, ``scale = 1 / std``, ``offset = -mean / std`` (``invert=True``: ``scale = std``,
+    ``offset = mean``), Keras's own formulas.
+    """
+    import keras
+
+    def arr(v):
+        return np.asarray(keras.ops.convert_to_numpy(v), np.float64)
+
+    if _base_name(layer) == "BatchNormalization":
+        ndim = _input_ndim(layer)
+        if not (layer.axis == -1 or (ndim is not None and layer.axis == ndim - 1)):
+            return None
+        scale = 1.0 / np.sqrt(arr(layer.moving_variance) + layer.epsilon)
+        if layer.scale:
+            scale = scale * arr(layer.gamma)
+        offset = -arr(layer.moving_mean) * scale
+        if layer.center:
+            offset = offset + arr(layer.beta)
+    else:
+        mean, var = arr(layer.mean), arr(layer.variance)
+        if any(d != 1 for d in mean.shape[:-1]):
+            return None
+        std = np.maximum(np.sqrt(var), keras.config.epsilon()).reshape(-1)
+        mean = mean.reshape(-1)
+        scale, offset = (std, mean) if layer.invert else (1.0 / std, -mean / std)
+    return scale.astype(np.float32), offset.astype(np.float32)
+
+
 def analyze(model, timesteps: int | None, mode: str) -> Plan:
     """Reads ``model`` as a chain of stages; raises on anything the exporter cannot handle."""
     import keras
@@ -325,6 +369,13 @@ def analyze(model, timesteps: int | None, mode: str) -> Plan:
             plan.weights.extend(weights)
         elif cls in _IDENTITY or base in _IDENTITY:
             stage = Stage("identity", layer, layer.name)
+        elif base in ("BatchNormalization", "Normalization") and (affine := affine_of(layer)) is not None:
+            stage = Stage("affine", layer, layer.name, affine=affine)
+        elif base == "Normalization":
+            raise UnsupportedLayerError(
+                f"layer '{layer.name}' (Normalization) keeps statistics along axis {layer.axis}; the exporter "
+                "supports per-feature statistics (axis=-1, the default)."
+            )
         elif cls in _APPLY or base in _APPLY:
             stage = Stage("apply", layer, layer.name, per_step=_APPLY.get(cls, _APPLY.get(base)))
             if base == "LayerNormalization" and tuple(layer.axis) not in ((-1,), (2,)):
@@ -353,8 +404,6 @@ def analyze(model, timesteps: int | None, mode: str) -> Plan:
                 )
         if not seen_rnn:
             raise UnsupportedLayerError("stream mode needs at least one recurrent layer.")
-    if not any(s.kind == "rnn" for s in plan.stages):
-        pass  # a model without RNN still exports in sequence mode
     return plan
 
 
@@ -474,6 +523,9 @@ def _apply(stage: Stage, x):
         return x
     if stage.kind == "dense":
         return stage.twin[0](x)
+    if stage.kind == "affine":
+        scale, offset = stage.affine
+        return x * scale + offset
     return stage.layer(x, training=False)
 
 
