@@ -10,7 +10,8 @@ TF's converter emits the op only when it finds the function Keras 2 wraps its LS
 (``api_implements="lstm_<uuid>"``) in a SavedModel; a Keras 3 LSTM, or the same math in a
 plain ``tf.function``, converts to a WHILE loop instead. So for a chain the fused kernel
 can run (every recurrent layer an LSTM with Keras's default ``tanh`` / ``sigmoid``; Dense,
-Activation, per-feature BatchNormalization / Normalization and identity layers around it)
+Activation, per-feature BatchNormalization / Normalization, LayerNormalization and identity
+layers around it)
 the exporter rebuilds the chain as a ``tf_keras`` model at batch 1 with the **deterministic
 rounded weights** and converts that (``TFLiteConverter.from_keras_model``). The weight tensors are then rewritten exactly like
 those of any other export, and the int32 gate biases re-expressed in
@@ -41,7 +42,7 @@ LSTM_KERNELS = ("auto", "fused", "unrolled")
 _ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "tanh", "softmax")
 # Ops a fused graph may contain for its time axis to be set to 1 (stream mode).
 _STREAMABLE_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "STRIDED_SLICE", "FULLY_CONNECTED", "SOFTMAX", "LOGISTIC",
-                   "TANH", "RELU", "RELU6", "QUANTIZE", "MUL", "ADD"}
+                   "TANH", "RELU", "RELU6", "QUANTIZE", "MUL", "ADD", "SUB", "MEAN", "RSQRT"}
 
 
 def _act_name(fn) -> str | None:
@@ -58,8 +59,11 @@ def unfusable_reason(plan) -> str | None:
     stages = [s for s in plan.stages if s.kind != "identity"]
     for stage, after in zip(stages, stages[1:] + [None]):
         layer = stage.layer
+        if stage.kind == "layernorm":
+            continue
         if stage.kind == "affine":
-            if after is not None and after.kind == "dense":
+            if after is not None and after.kind == "dense" and any(w.layer == after.name and w.method
+                                                                   for w in plan.weights):
                 # the converter folds x * scale into the next FULLY_CONNECTED's weights
                 return (f"layer '{stage.name}' ({type(layer).__name__}) right before Dense '{after.name}': the "
                         "converter would fold it into that layer's rounded weights")
@@ -88,6 +92,8 @@ def twin_model(plan, timesteps: int):
     """The chain as a ``tf_keras`` model at batch 1 with the rounded weights."""
     import tf_keras
 
+    from keras_lowprec.export import graph
+
     x = inp = tf_keras.Input((timesteps, plan.features), batch_size=1, name="input")
     for stage in plan.stages:
         layer = stage.layer
@@ -103,6 +109,8 @@ def twin_model(plan, timesteps: int):
         elif stage.kind == "affine":
             scale, offset = stage.affine
             x = tf_keras.layers.Lambda(lambda t, s=scale, o=offset: t * s + o, name=f"{stage.name}_twin")(x)
+        elif stage.kind == "layernorm":
+            x = tf_keras.layers.Lambda(lambda t, st=stage: graph.layer_norm(t, st), name=f"{stage.name}_twin")(x)
         elif stage.kind == "dense":
             _, values = stage.twin
             twin = tf_keras.layers.Dense(int(layer.units), activation=_act_name(layer.activation),

@@ -35,7 +35,6 @@ _APPLY = {
     "LeakyReLU": True,
     "Softmax": True,
     "BatchNormalization": False,  # statistics along an axis other than the features (else "affine")
-    "LayerNormalization": True,
     "Flatten": False,
     "Reshape": False,
 }
@@ -45,8 +44,8 @@ _CELL_MATH_ARGS = ("units", "activation", "recurrent_activation", "use_bias", "r
 SUPPORTED_LAYERS = (
     "QuantLSTM / QuantGRU / QuantSimpleRNN and their presets (e.g. TernaryLSTM), keras LSTM / GRU / "
     "SimpleRNN, QuantDense and presets (e.g. TernaryDense), Dense, Activation, ReLU, LeakyReLU, "
-    "Softmax, BatchNormalization, Normalization (per feature), LayerNormalization, Flatten, Reshape, "
-    "Dropout and the other "
+    "Softmax, BatchNormalization, Normalization (per feature), LayerNormalization (last axis), Flatten, "
+    "Reshape, Dropout and the other "
     "noise/dropout layers (identity at inference), Masking on the model input (mode='stream' only)"
 )
 
@@ -71,14 +70,14 @@ class WeightInfo:
 
 @dataclass
 class Stage:
-    kind: str  # "rnn", "dense", "affine", "apply", "identity"
+    kind: str  # "rnn", "dense", "affine", "layernorm", "apply", "identity"
     layer: Any
     name: str
     per_step: bool = True
     cell: Any = None  # (None, {weight name: rounded value}) (rnn)
     pieces: Any = None  # per-gate weight arrays (rnn), see gate_pieces
     twin: Any = None  # float twin layer (dense)
-    affine: Any = None  # (scale, offset), one per feature: y = x * scale + offset (affine)
+    affine: Any = None  # (scale, offset) per feature: y = x * scale + offset (affine; layernorm: gamma, beta)
     units: int = 0
     n_states: int = 0
     return_sequences: bool = False
@@ -281,6 +280,37 @@ def affine_of(layer) -> tuple[np.ndarray, np.ndarray] | None:
     return scale.astype(np.float32), offset.astype(np.float32)
 
 
+def layer_norm(x, stage: "Stage"):
+    """``LayerNormalization`` over the last axis in TF ops that convert to int8 builtins (MEAN,
+    SUB, MUL, ADD, RSQRT; Keras's own graph leaves a float NEG behind), Keras's formula:
+    ``(x - mean) * rsqrt(var + epsilon) * gamma + beta``; with ``rms_scaling``
+    ``x * rsqrt(var + epsilon) * gamma`` (``var`` is the centered variance in both)."""
+    import tensorflow as tf
+
+    layer = stage.layer
+    gamma, beta = stage.affine
+    d = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+    inv = tf.math.rsqrt(tf.reduce_mean(d * d, axis=-1, keepdims=True) + layer.epsilon)
+    # gamma before the data-dependent factor: a constant factor right before a product with
+    # rounded weights would be folded into them by the converter
+    return (x if layer.rms_scaling else d) * gamma * inv + beta
+
+
+def _layer_norm_stage(layer) -> "Stage":
+    ndim = _input_ndim(layer)
+    if tuple(layer.axis) not in ((-1,),) + (((ndim - 1,),) if ndim else ()):
+        raise UnsupportedLayerError(
+            f"layer '{layer.name}' (LayerNormalization) normalizes over axes {tuple(layer.axis)}; the exporter "
+            "supports the last axis (axis=-1, the default)."
+        )
+    import keras
+
+    n = int(layer.input.shape[-1])
+    gamma = keras.ops.convert_to_numpy(layer.gamma) if layer.gamma is not None else np.ones(n)
+    beta = keras.ops.convert_to_numpy(layer.beta) if layer.beta is not None else np.zeros(n)
+    return Stage("layernorm", layer, layer.name, affine=(np.asarray(gamma, np.float32), np.asarray(beta, np.float32)))
+
+
 def analyze(model, timesteps: int | None, mode: str) -> Plan:
     """Reads ``model`` as a chain of stages; raises on anything the exporter cannot handle."""
     import keras
@@ -371,6 +401,8 @@ def analyze(model, timesteps: int | None, mode: str) -> Plan:
             stage = Stage("identity", layer, layer.name)
         elif base in ("BatchNormalization", "Normalization") and (affine := affine_of(layer)) is not None:
             stage = Stage("affine", layer, layer.name, affine=affine)
+        elif base == "LayerNormalization":
+            stage = _layer_norm_stage(layer)
         elif base == "Normalization":
             raise UnsupportedLayerError(
                 f"layer '{layer.name}' (Normalization) keeps statistics along axis {layer.axis}; the exporter "
@@ -378,8 +410,6 @@ def analyze(model, timesteps: int | None, mode: str) -> Plan:
             )
         elif cls in _APPLY or base in _APPLY:
             stage = Stage("apply", layer, layer.name, per_step=_APPLY.get(cls, _APPLY.get(base)))
-            if base == "LayerNormalization" and tuple(layer.axis) not in ((-1,), (2,)):
-                stage.per_step = False
         else:
             raise UnsupportedLayerError(
                 f"layer '{layer.name}' ({cls}) is not supported by the exporter. Supported: {SUPPORTED_LAYERS}."
@@ -526,6 +556,8 @@ def _apply(stage: Stage, x):
     if stage.kind == "affine":
         scale, offset = stage.affine
         return x * scale + offset
+    if stage.kind == "layernorm":
+        return layer_norm(x, stage)
     return stage.layer(x, training=False)
 
 
