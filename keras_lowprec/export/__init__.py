@@ -21,8 +21,9 @@ How it works:
    TANH / LOGISTIC input is narrowed to the inputs that change the int8 output;
 5. the written model is run in LiteRT and in the TFLM interpreter on held-out sequences
    and compared with the Keras model (report: errors, argmax agreement and its ceiling
-   set by the int8 output grid, weight exactness, bytes, arena, latency); a stream export is also compared with the
-   sequence-mode export of the same model (``verification.stream_vs_sequence``).
+   set by the int8 output grid, weight exactness, bytes, arena, latency); a stream
+   export is also compared with the sequence-mode export of the same model
+   (``verification.stream_vs_sequence``).
 """
 
 from __future__ import annotations

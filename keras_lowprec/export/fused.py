@@ -11,11 +11,10 @@ TF's converter emits the op only when it finds the function Keras 2 wraps its LS
 plain ``tf.function``, converts to a WHILE loop instead. So for a chain the fused kernel
 can run (every recurrent layer an LSTM with Keras's default ``tanh`` / ``sigmoid``; Dense,
 Activation, per-feature BatchNormalization / Normalization, LayerNormalization and identity
-layers around it)
-the exporter rebuilds the chain as a ``tf_keras`` model at batch 1 with the **deterministic
-rounded weights** and converts that (``TFLiteConverter.from_keras_model``). The weight tensors are then rewritten exactly like
-those of any other export, and the int32 gate biases re-expressed in
-``input_scale * weight_scale``.
+layers around it) the exporter rebuilds the chain as a ``tf_keras`` model at batch 1 with
+the **deterministic rounded weights** and converts that (``TFLiteConverter.from_keras_model``).
+The weight tensors are then rewritten exactly like those of any other export, and the int32
+gate biases re-expressed in ``input_scale * weight_scale``.
 
 Stream mode uses the same op with one time step per invoke: the hidden and cell states
 are the op's **variable tensors**, which TFLM keeps between invokes (firmware calls

@@ -297,14 +297,14 @@ def layer_norm(x, stage: "Stage"):
 
 
 def _layer_norm_stage(layer) -> "Stage":
+    import keras
+
     ndim = _input_ndim(layer)
     if tuple(layer.axis) not in ((-1,),) + (((ndim - 1,),) if ndim else ()):
         raise UnsupportedLayerError(
             f"layer '{layer.name}' (LayerNormalization) normalizes over axes {tuple(layer.axis)}; the exporter "
             "supports the last axis (axis=-1, the default)."
         )
-    import keras
-
     n = int(layer.input.shape[-1])
     gamma = keras.ops.convert_to_numpy(layer.gamma) if layer.gamma is not None else np.ones(n)
     beta = keras.ops.convert_to_numpy(layer.beta) if layer.beta is not None else np.zeros(n)
