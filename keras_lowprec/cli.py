@@ -155,11 +155,12 @@ def _export(args) -> int:
     ]
     if "verification" in rep:
         v = rep["verification"]["tflm"]
-        agree = v.get("argmax_agreement")
+        agree, ceiling = v.get("argmax_agreement"), v.get("output_grid_ceiling")
         lines.append(
             f"TFLM vs Keras on {rep['verification']['samples']} sequences: max abs error {v['max_abs_error']:.4g}"
             + (f", argmax agreement {agree:.1%}" if agree is not None else "")
-            + f"; arena {v['arena_bytes']} bytes, {v['us_per_invoke']:.0f} us per invoke"
+            + (f" (Keras outputs on the int8 output grid: {ceiling:.1%})" if ceiling is not None else "")
+            + f"; arena {v['arena_bytes']} bytes, {v['us_per_invoke']:.1f} us per invoke"
         )
     print("\n".join(lines))
     return 0

@@ -91,7 +91,7 @@ def test_export_end_to_end(tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "verifying (TFLM)" in captured.err  # progress display
-    assert "TFLM vs Keras" in captured.out
+    assert "TFLM vs Keras" in captured.out and "int8 output grid" in captured.out
     assert sorted(os.listdir(out)) == ["model.tflite", "model_data.cc", "model_data.h", "model_ops.h", "report.json"]
 
 
