@@ -13,7 +13,7 @@ LSTM models are exported twice from the same trained model: with the fused
 op (``lstm_kernel="unrolled"``, int8 cell state).
 
 Also both int8 models in stream mode (one step per invoke), with their agreement with Keras
-and with the sequence-mode export on the whole test set. Columns: model bytes,
+and with the sequence-mode export (both in TFLM) on the whole test set. Columns: model bytes,
 weight bytes (constant weights and biases; ``int8_weight_bytes``: the int8 tensors only), TFLM arena bytes, TFLM µs per time step (host CPU,
 TFLM reference kernels through the Python interpreter), Keras and TFLM test accuracy.
 
@@ -103,7 +103,7 @@ def export_rows(model, kind, units, method, label, kernel, keras_logits, keras_a
     lstm = res.report["lstm"]["kernel"] if res.report["lstm"] else None
     row = {
         "kind": kind, "units": units, "encoding": label, "method": method.lower(), "lstm_kernel": lstm,
-        "model_bytes": len(res.model_bytes), "weight_bytes": res.report["weight_bytes"],
+        "graph": res.report["graph"], "model_bytes": len(res.model_bytes), "weight_bytes": res.report["weight_bytes"],
         "int8_weight_bytes": res.report["int8_weight_bytes"],
         "arena_bytes": arena, "tflm_us_per_invoke": round(us, 1), "tflm_us_per_step": round(us / 8, 2),
         "keras_accuracy": keras_acc, "tflm_accuracy": float(np.mean(preds == y_test)),
@@ -118,7 +118,7 @@ def export_rows(model, kind, units, method, label, kernel, keras_logits, keras_a
     vs = st.verification.get("stream_vs_sequence", {})
     stream = {
         "kind": kind, "units": units, "encoding": f"{label}, stream mode", "method": method.lower(),
-        "lstm_kernel": lstm, "state": st.report["state"],
+        "lstm_kernel": lstm, "graph": st.report["graph"], "state": st.report["state"],
         "model_bytes": len(st.model_bytes), "weight_bytes": st.report["weight_bytes"],
         "int8_weight_bytes": st.report["int8_weight_bytes"], "arena_bytes": v["arena_bytes"],
         "tflm_us_per_invoke": round(v["us_per_invoke"], 1), "tflm_us_per_step": round(v["us_per_step"], 2),
@@ -131,7 +131,7 @@ def export_rows(model, kind, units, method, label, kernel, keras_logits, keras_a
         "stream_vs_sequence_max_abs_difference": vs.get("max_abs_difference"),
         "sequence_vs_keras_argmax_agreement_test_set": vs.get("sequence_vs_keras_argmax_agreement"),
         "note": "one invoke per step; agreement on the whole test set (360), stream_vs_sequence: against "
-                "the sequence-mode export",
+                "the sequence-mode export (both in TFLM)",
     }
     print(f"{kind:9s} {units:3d} {label:28s} model {row['model_bytes']:6d} B weights {row['weight_bytes']:5d} B "
           f"arena {arena} B {us / 8:7.1f} us/step keras {keras_acc:.3f} tflm {row['tflm_accuracy']:.3f}; stream: "

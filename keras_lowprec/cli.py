@@ -162,6 +162,10 @@ def _export(args) -> int:
             + (f" (Keras outputs on the int8 output grid: {ceiling:.1%})" if ceiling is not None else "")
             + f"; arena {v['arena_bytes']} bytes, {v['us_per_invoke']:.1f} us per invoke"
         )
+        vs = rep["verification"].get("stream_vs_sequence", {})
+        if "argmax_agreement" in vs:
+            lines.append(f"stream vs the sequence export (TFLM, {vs['samples']} sequences): argmax agreement "
+                         f"{vs['argmax_agreement']:.1%}, max abs difference {vs['max_abs_difference']:.4g}")
     print("\n".join(lines))
     return 0
 

@@ -93,6 +93,13 @@ def test_export_end_to_end(tmp_path, capsys):
     assert "verifying (TFLM)" in captured.err  # progress display
     assert "TFLM vs Keras" in captured.out and "int8 output grid" in captured.out
     assert sorted(os.listdir(out)) == ["model.tflite", "model_data.cc", "model_data.h", "model_ops.h", "report.json"]
+    # Stream mode (any length): also compared with the sequence export of the same model.
+    rc = cli.main(["export", str(path), "--data", str(data), "--out", str(tmp_path / "stream"), "--mode", "stream",
+                   "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "stream vs the sequence export (TFLM, 2 sequences): argmax agreement 100.0%, max abs difference 0" \
+        in captured.out
 
 
 def test_subprocess_error_is_one_line(tmp_path):

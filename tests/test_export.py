@@ -639,14 +639,14 @@ def test_tflm_abort_becomes_error():
 
 # -- stream mode ----------------------------------------------------------------------------------
 # Streaming vs the whole sequence on 300 held-out sequences (not used to calibrate or train),
-# argmax agreement (with Keras, with the sequence export). Measured (TFLM): LSTM with the
-# fused kernel (int16 cell state, the default) 0.997 and 1.0; LSTM unrolled op by op (int8
-# cell state, one scale for every step) 0.987 and 0.983 (0.977 / 0.973 when the stream graph
-# was calibrated on 400 instead of up to 4,000 steps); GRU 0.997 and 0.997. The issue asks
-# for 0.99: the unrolled LSTM misses it (sequences whose two top Keras logits differ by
-# less than a few output steps), which is why LSTM chains export fused by default.
-STREAM_AGREEMENT = {("LSTM", "fused"): (0.99, 0.99), ("LSTM", "unrolled"): (0.98, 0.975),
-                    ("GRU", "auto"): (0.99, 0.99)}
+# argmax agreement with Keras. Measured (TFLM): LSTM with the fused kernel (int16 cell
+# state, the default) 0.997; LSTM unrolled op by op (int8 cell state, one scale for every
+# step) 0.987 (0.977 when the stream graph was calibrated on 400 instead of up to 4,000
+# steps); GRU 0.997. The issue asks for 0.99: the unrolled LSTM misses it (sequences whose
+# two top Keras logits differ by less than a few output steps), which is why LSTM chains
+# export fused by default. Against the sequence-mode export the stream export is exact: both
+# are one calibrated graph (the fused op with T set to 1, or the stream step unrolled).
+STREAM_AGREEMENT = {("LSTM", "fused"): 0.99, ("LSTM", "unrolled"): 0.98, ("GRU", "auto"): 0.99}
 
 
 @pytest.mark.parametrize("kind,kernel", list(STREAM_AGREEMENT))
@@ -673,24 +673,60 @@ def test_stream_mode_agrees_with_sequence(kind, kernel):
         assert io["inputs"][0]["shape"] == [1, F]
     v = res.verification
     assert v["samples"] == 300 and v["held_out"]
-    with_keras, with_sequence = STREAM_AGREEMENT[kind, kernel]
     # Keras (whole sequence) vs TFLM streaming.
-    assert v["tflm"]["argmax_agreement"] >= with_keras
+    assert v["tflm"]["argmax_agreement"] >= STREAM_AGREEMENT[kind, kernel]
     assert v["tflm"]["relative_max_abs_error"] < REL_TOL
-    # The stream export vs the sequence-mode export of the same model, same calibration.
+    # The stream export vs the sequence-mode export of the same model (both in TFLM): the
+    # same int8 outputs, so the same argmax, and the sequence export agrees with Keras as
+    # the stream export does.
     vs = v["stream_vs_sequence"]
     assert vs["samples"] == 300 and vs["timesteps"] == T
-    assert vs["argmax_agreement"] >= with_sequence
-    assert 0 < vs["max_abs_difference"] < REL_TOL * v["tflm"]["reference_abs_max"]
-    # The sequence export itself (a regression check: tensors sharing one buffer in the
-    # converter's output used to get each other's rewritten codes, GRU agreement 0.957).
-    assert vs["sequence_vs_keras_argmax_agreement"] >= 0.99
+    assert vs["argmax_agreement"] == 1.0 and vs["max_abs_difference"] == 0.0
+    assert vs["sequence_vs_keras_argmax_agreement"] == v["tflm"]["argmax_agreement"]
     # The public helper streams the same way (zero states, one invoke per step).
     got = run_tflm(res.model_bytes, held[:20])
     ref = model.predict(held[:20], verbose=0)
     assert got.shape == ref.shape
     assert np.mean(np.argmax(got, -1) == np.argmax(ref, -1)) >= 0.9
     assert res.report["timesteps"] is None
+
+
+def test_sequence_export_is_the_stream_step_unrolled():
+    """GRU / SimpleRNN sequence exports are the calibrated stream step repeated T times
+    (UNPACK in, PACK out for a model that returns sequences): the output at step t equals
+    the stream export's output after t + 1 invokes, bit for bit, and the weights are stored
+    once (the one-step graph's weight bytes plus the int8 zero initial states)."""
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((T, F)), L.TernaryGRU(U, return_sequences=True),
+                              L.ExponentialSimpleRNN(U, return_sequences=True), L.TernaryDense(C)])
+    x, held = _data(40, seed=1), _data(12, seed=2)
+    seq = to_tflite(model, x, verify_data=held)
+    stream = to_tflite(model, x, mode="stream", verify=False, verify_data=held)  # same calibration data
+    assert seq.report["graph"] == "unrolled-step" and stream.report["graph"] == "step"
+    assert {"UNPACK", "PACK"} <= set(seq.ops)
+    assert seq.report["io"]["outputs"][0]["shape"] == [1, T, C]
+    assert stream.report["weight_bytes"] < seq.report["weight_bytes"] <= stream.report["weight_bytes"] + 2 * U
+    _assert_exact_pieces(model, seq.model_bytes)
+    got = run_tflm(seq.model_bytes, held)
+    assert got.shape == (len(held), T, C)
+    for t in range(T):
+        np.testing.assert_array_equal(got[:, t], run_tflm(stream.model_bytes, held[:, :t + 1]))
+    assert seq.verification["tflm"]["relative_max_abs_error"] < REL_TOL
+
+
+def test_sequence_export_of_a_model_that_cannot_stream():
+    """Flatten over the time axis cannot run one step per invoke: the converter unrolls the
+    twin instead (scales per step), and the export is still exact and close to Keras."""
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((T, F)), L.TernaryGRU(U, return_sequences=True),
+                              keras.layers.Flatten(), L.TernaryDense(C)])
+    x = _data(40, seed=1)
+    res = to_tflite(model, x)
+    assert res.report["graph"] == "unrolled" and "UNPACK" not in res.ops
+    _assert_exact_pieces(model, res.model_bytes)
+    assert res.verification["tflm"]["relative_max_abs_error"] < REL_TOL
+    with pytest.raises(UnsupportedLayerError, match="mixes time steps"):
+        to_tflite(model, x, mode="stream")
 
 
 def test_stream_graph_does_not_grow_with_T():

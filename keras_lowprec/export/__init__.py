@@ -9,9 +9,11 @@ How it works:
 2. a float twin with the layers' **deterministic rounded weights** is built at batch 1.
    LSTM chains: a ``tf_keras`` model that converts to TFLM's fused integer LSTM op (see
    ``fused``; stream mode: the same graph with a time axis of 1, state in the op's variable
-   tensors). Otherwise: the whole sequence with the time loop unrolled
-   (``mode="sequence"``) or one time step with explicit state inputs/outputs
-   (``mode="stream"``);
+   tensors). Otherwise: one time step with explicit state inputs/outputs, which
+   ``mode="sequence"`` repeats ``T`` times in the flatbuffer after conversion (``unroll``:
+   one calibration, the same integers as ``T`` stream invokes); a model that cannot run
+   step by step (e.g. ``Flatten`` over time) gets the whole sequence with the time loop
+   unrolled in the twin instead;
 3. the TFLite converter quantizes it to int8 (activations calibrated on the
    representative data; int8 input and output; builtin int8 ops only);
 4. the flatbuffer is rewritten so that every weight tensor is **exact**: int8 code times
@@ -22,7 +24,7 @@ How it works:
 5. the written model is run in LiteRT and in the TFLM interpreter on held-out sequences
    and compared with the Keras model (report: errors, argmax agreement and its ceiling
    set by the int8 output grid, weight exactness, bytes, arena, latency); a stream
-   export is also compared with the sequence-mode export of the same model
+   export is also compared with the sequence-mode export of the same model in TFLM
    (``verification.stream_vs_sequence``).
 """
 
@@ -252,10 +254,13 @@ def to_tflite(
         timesteps: fixed sequence length for ``mode="sequence"``; required when the
             model's time axis is variable.
         mode: ``"sequence"`` (batch 1, whole sequence per invoke) or ``"stream"`` (one time
-            step per invoke). Stream state: with the fused LSTM kernel, the op's variable
-            tensors, kept by TFLM between invokes (``Reset()`` between sequences); otherwise
-            explicit int8 inputs 1.. / outputs 1.. that share their quantization, so
-            firmware copies outputs into inputs between invokes.
+            step per invoke). Both are made of one calibrated graph (the fused LSTM op, or
+            the stream step, which a sequence export repeats ``timesteps`` times) and give
+            the same int8 outputs; ``report["graph"]`` says which. Stream state: with the
+            fused LSTM kernel, the op's variable tensors, kept by TFLM between invokes
+            (``Reset()`` between sequences); otherwise explicit int8 inputs 1.. / outputs
+            1.. that share their quantization, so firmware copies outputs into inputs
+            between invokes.
         output_dir: when given, writes ``model.tflite``, ``model_data.cc``/``.h``,
             ``model_ops.h`` and ``report.json`` there (each file atomically).
         c_array: write the C array and headers (with ``output_dir``).
@@ -284,11 +289,16 @@ def to_tflite(
     if isinstance(max_verify, bool) or not isinstance(max_verify, (int, np.integer)) or max_verify < 1:
         raise ExportError(f"max_verify must be a positive integer, got {max_verify!r}.")
     data = check_representative_data(representative_data)
-    from keras_lowprec.export import carray, flatbuffer, fused, graph
+    from keras_lowprec.export import carray, flatbuffer, fused, graph, unroll
 
     t0 = time.perf_counter()
     plan = graph.analyze(model, timesteps, mode)
     use_fused, unfused_reason = _lstm_kernel(plan, lstm_kernel)
+    # A sequence export without the fused LSTM is the stream step graph unrolled in the
+    # flatbuffer (see ``unroll``) when the model can stream: one calibration shared by every
+    # step, bit-identical to T stream invokes. Otherwise the converter unrolls the twin.
+    via_stream = mode == "sequence" and not use_fused and _streamable(plan)
+    build = "stream" if via_stream else mode
     data = check_representative_data(data, plan.features, plan.timesteps if mode == "sequence" else None)
     if mode == "stream" and plan.timesteps is not None and data.shape[1] != plan.timesteps:
         raise ExportError(
@@ -313,7 +323,7 @@ def to_tflite(
         t_fused = int(seqs[0].shape[0])
         converter = fused.converter(plan, t_fused)
         samples = [[seqs[i][None]] for i in _spread(len(seqs), _MAX_CALIBRATION_SAMPLES)]
-    elif mode == "sequence":
+    elif build == "sequence":
         converter = _function_converter(graph.sequence_function(plan))
         idx = _spread(len(calib), _MAX_CALIBRATION_SAMPLES)
         samples = [[calib[i:i + 1]] for i in idx]
@@ -341,17 +351,21 @@ def to_tflite(
     flatbuffer.check_integer_only(fb)
     # With one time step the recurrent kernels multiply the zero initial state: folded away.
     optional = tuple(w.key for w in plan.weights if w.name == "recurrent_kernel") if (
-        mode == "sequence" and plan.timesteps == 1) else ()
+        build == "sequence" and plan.timesteps == 1) else ()
     records = flatbuffer.encode_weights(fb, plan.weights, optional)
     n_states = 0 if use_fused else len(plan.state_sizes)  # fused: the op's variable tensors
-    if mode == "stream" and not use_fused:
+    if build == "stream" and not use_fused:
         _order_stream_io(fb, plan)
         flatbuffer.share_state_quantization(fb, [(1 + i, 1 + i) for i in range(n_states)])
     # Inputs of TANH / LOGISTIC: no wider than the range that changes their int8 output
     # (same outputs, finer input step; digits benchmark: stream mean abs error -3 to -10%).
     saturating_inputs = flatbuffer.tighten_saturating_inputs(fb)
-    flatbuffer.dedupe_buffers(fb)
     encodings = [r.as_dict() for r in records]
+    if via_stream:
+        remap = unroll.unroll_stream(fb, plan.timesteps, n_states, graph.ends_with_sequence(plan))
+        encodings = [dict(r, index=remap[r["index"]]) for r in encodings if r["index"] in remap]
+        n_states = 0
+    flatbuffer.dedupe_buffers(fb)
     # Where the recurrent state lives between invokes: "variables" (the fused LSTM's variable
     # tensors, kept by TFLM: Reset() before every new sequence, in both modes), "io" (stream
     # mode: inputs/outputs 1..), None (unrolled sequence graph: nothing is carried).
@@ -394,6 +408,11 @@ def to_tflite(
     exact_tensors = [r for r in encodings if r["encoding"] in ("ternary", "binary", "shift")]
     report: dict[str, Any] = {
         "mode": mode,
+        # How the graph was made: "fused-lstm" (TFLite's LSTM op), "step" (stream: one
+        # step), "unrolled-step" (sequence: the stream step repeated, scales shared by every
+        # step), "unrolled" (sequence: the converter's unrolled twin, scales per step).
+        "graph": "fused-lstm" if use_fused else ("step" if mode == "stream" else
+                                                 ("unrolled-step" if via_stream else "unrolled")),
         "timesteps": plan.timesteps if mode == "sequence" else None,
         "features": plan.features,
         "state": state,
@@ -521,7 +540,7 @@ def _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress) 
             raise ExportError("verification data: every frame equals the Masking layer's mask_value "
                               f"{plan.mask_value:g}; no real frame to verify on.")
     reference = np.asarray(model.predict(held, verbose=0, batch_size=min(len(held), 64)), dtype=np.float32)
-    if mode == "stream" and reference.ndim == 3 and _ends_with_sequence(plan):
+    if mode == "stream" and reference.ndim == 3 and graph.ends_with_sequence(plan):
         reference = reference[np.arange(len(held)), last] if masked else reference[:, -1]
     frames = graph.real_frames(held, plan.mask_value) if masked else held
 
@@ -563,8 +582,10 @@ _MAX_COMPARE_TIMESTEPS = 64
 
 
 def _stream_vs_sequence(model, calib, held, got_stream, lstm_kernel: str = "auto") -> dict:
-    """Streaming T steps vs the whole sequence at once: the stream export (TFLM) against the
-    sequence-mode export of the same model, calibrated on the same sequences (LiteRT).
+    """Streaming T steps vs the whole sequence at once: the stream export against the
+    sequence-mode export of the same model, calibrated on the same sequences, both in TFLM.
+    Both are one calibrated graph (the fused LSTM op with ``T`` steps and with one, or the
+    stream step and that step unrolled), so they are expected to give the same int8 outputs.
 
     Returns argmax agreement and max / mean abs difference of the dequantized outputs, and
     how the sequence export itself agrees with Keras on the same sequences (both int8
@@ -581,9 +602,11 @@ def _stream_vs_sequence(model, calib, held, got_stream, lstm_kernel: str = "auto
     try:
         seq = to_tflite(model, calib, timesteps=T, mode="sequence", verify=False, c_array=False,
                         verify_data=held, lstm_kernel=lstm_kernel, _probe=False)
-    except ExportError as err:  # includes its subclasses
+        arena = max(verify_lib.DEFAULT_ARENA, 8 * len(seq.model_bytes))
+        verify_lib.probe_tflm(seq.model_bytes, 1, arena)
+    except ExportError as err:  # includes its subclasses (TFLMError: TFLM cannot run it)
         return {"skipped": f"no sequence export: {err}"}
-    got_seq = verify_lib.run_sequences(verify_lib.LiteRTRunner(seq.model_bytes), held, "sequence")
+    got_seq = verify_lib.run_sequences(verify_lib.TFLMRunner(seq.model_bytes, arena), held, "sequence")
     got_stream = np.asarray(got_stream)
     if got_seq.ndim == got_stream.ndim + 1:  # the model returns sequences: stream gives the last step
         got_seq = got_seq[:, -1]
@@ -604,6 +627,16 @@ def _stream_vs_sequence(model, calib, held, got_stream, lstm_kernel: str = "auto
     return out
 
 
+def _streamable(plan) -> bool:
+    from keras_lowprec.export import graph
+
+    try:
+        graph.check_streamable(plan)
+    except UnsupportedLayerError:
+        return False
+    return True
+
+
 def _real_sequences(plan, x: np.ndarray, name: str) -> list:
     """Stream mode: the sequences of ``x`` as firmware feeds them (Masking: real frames only,
     sequences without any real frame left out)."""
@@ -616,11 +649,3 @@ def _real_sequences(plan, x: np.ndarray, name: str) -> list:
             raise ExportError(f"{name}: every frame equals the Masking layer's mask_value {plan.mask_value:g}; "
                               "no real frame to calibrate or verify on.")
     return seqs
-
-
-def _ends_with_sequence(plan) -> bool:
-    seq = True
-    for stage in plan.stages:
-        if stage.kind == "rnn":
-            seq = stage.return_sequences
-    return seq

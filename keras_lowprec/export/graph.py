@@ -4,10 +4,12 @@ The exporter never converts the trained model itself. It reads the model as a ch
 *stages* (one handler per layer type) and builds a float **twin** whose weights are the
 layers' deterministic rounded weights ``Q(W)``:
 
-* ``mode="sequence"``: batch 1, ``timesteps`` fixed, the time loop unrolled in Python
-  (a Keras 3 RNN converts to a WHILE loop, which int8 calibration cannot handle);
-* ``mode="stream"``: one time step per call, the recurrent state passed in and out as
-  explicit tensors (``x_t, state_0, ... -> y_t, new_state_0, ...``).
+* ``step_function``: one time step per call, the recurrent state passed in and out as
+  explicit tensors (``x_t, state_0, ... -> y_t, new_state_0, ...``): the stream export,
+  and, repeated in the flatbuffer (``unroll``), the sequence export;
+* ``sequence_function``: batch 1, ``timesteps`` fixed, the time loop unrolled in Python
+  (a Keras 3 RNN converts to a WHILE loop, which int8 calibration cannot handle): the
+  sequence export of a model that cannot run step by step (``check_streamable``).
 
 Each RNN step is written out gate by gate with Keras's own math, activations and gate
 order (see ``_rnn_step``), so the twin computes what the trained model computes at
@@ -417,24 +419,38 @@ def analyze(model, timesteps: int | None, mode: str) -> Plan:
         plan.stages.append(stage)
 
     if mode == "stream":
-        seen_rnn = False
-        seq = True  # whether the tensor between stages still has a time axis
-        for stage in plan.stages:
-            if stage.kind == "rnn":
-                if not seq:
-                    raise UnsupportedLayerError(
-                        f"layer '{stage.name}': stream mode needs every RNN before it to return sequences."
-                    )
-                seen_rnn = True
-                seq = stage.return_sequences
-            elif not stage.per_step and seq:
-                raise UnsupportedLayerError(
-                    f"layer '{stage.name}' ({type(stage.layer).__name__}) mixes time steps and cannot run one "
-                    "step per invoke; use mode='sequence'."
-                )
-        if not seen_rnn:
-            raise UnsupportedLayerError("stream mode needs at least one recurrent layer.")
+        check_streamable(plan)
     return plan
+
+
+def check_streamable(plan: Plan) -> None:
+    """Raises ``UnsupportedLayerError`` unless the plan can run one time step per invoke."""
+    seen_rnn = False
+    seq = True  # whether the tensor between stages still has a time axis
+    for stage in plan.stages:
+        if stage.kind == "rnn":
+            if not seq:
+                raise UnsupportedLayerError(
+                    f"layer '{stage.name}': stream mode needs every RNN before it to return sequences."
+                )
+            seen_rnn = True
+            seq = stage.return_sequences
+        elif not stage.per_step and seq:
+            raise UnsupportedLayerError(
+                f"layer '{stage.name}' ({type(stage.layer).__name__}) mixes time steps and cannot run one "
+                "step per invoke; use mode='sequence'."
+            )
+    if not seen_rnn:
+        raise UnsupportedLayerError("stream mode needs at least one recurrent layer.")
+
+
+def ends_with_sequence(plan: Plan) -> bool:
+    """Whether the model's output keeps the time axis (its last RNN returns sequences)."""
+    seq = True
+    for stage in plan.stages:
+        if stage.kind == "rnn":
+            seq = stage.return_sequences
+    return seq
 
 
 # -- twin functions --------------------------------------------------------------------
@@ -473,9 +489,9 @@ def _rnn_step(stage: "Stage", x, states, stream: bool = False):
     ``h U + rb``, each one FULLY_CONNECTED with an int32 bias, instead of a separate ADD:
     each int8 op between the products and the activation rounds the pre-activation once
     more (measured: LSTM stream max error vs Keras 0.45 -> 0.30 on the digits benchmark).
-    In a stream graph the state scale is the one fixed scale of the state input. Sequence
-    mode keeps the biases out of the state-side products, whose input scale differs at
-    every step (one int32 copy per step); the sequence graph is left as it was.
+    In a stream graph the state scale is the one fixed scale of the state input. The
+    twin unrolled in Python keeps the biases out of the state-side products, whose input
+    scale differs at every step there (one int32 copy per step).
     """
     import keras
     import tensorflow as tf
