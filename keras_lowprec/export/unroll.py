@@ -62,16 +62,15 @@ def _new_tensor(sg, like, name: str, shape=None) -> int:
     return len(sg.tensors) - 1
 
 
-def _needed_ops(sg, outputs: list[int]) -> list[bool]:
-    """Which operators of ``sg`` (in order) contribute to ``outputs``."""
+def _needed(ops: list, outputs: list[int]) -> list:
+    """The operators of ``ops`` (in execution order) whose results reach ``outputs``."""
     need = set(outputs)
-    keep = [False] * len(sg.operators)
-    for k in range(len(sg.operators) - 1, -1, -1):
-        op = sg.operators[k]
-        if any(o in need for o in op.outputs):
-            keep[k] = True
-            need.update(i for i in op.inputs if i >= 0)
-    return keep
+    keep = []
+    for op in reversed(ops):
+        if any(int(o) in need for o in op.outputs):
+            keep.append(op)
+            need.update(int(i) for i in op.inputs if i >= 0)
+    return keep[::-1]
 
 
 def drop_unused_tensors(model) -> dict[int, int]:
@@ -187,9 +186,8 @@ def unroll_stream(model, timesteps: int, n_states: int, return_sequences: bool) 
         outputs = [seq_out]
     else:
         outputs = [y_steps[-1]]
-    sg.operators = ops
+    sg.operators = _needed(ops, outputs)
     sg.inputs, sg.outputs = [seq_in], outputs
-    sg.operators = [op for op, keep in zip(ops, _needed_ops(sg, outputs)) if keep]
     for sig in model.signatureDefs or []:
         sig.inputs = [m for m in (sig.inputs or []) if int(m.tensorIndex) == x_in][:1]
         sig.outputs = [m for m in (sig.outputs or []) if int(m.tensorIndex) == y_out][:1]
