@@ -576,11 +576,6 @@ def _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress) 
     return out, got_tflm
 
 
-# Longest sequence for which a stream export is also compared with the sequence export
-# (that graph is unrolled: its conversion time grows with T).
-_MAX_COMPARE_TIMESTEPS = 64
-
-
 def _stream_vs_sequence(model, calib, held, got_stream, lstm_kernel: str = "auto") -> dict:
     """Streaming T steps vs the whole sequence at once: the stream export against the
     sequence-mode export of the same model, calibrated on the same sequences, both in TFLM.
@@ -595,8 +590,6 @@ def _stream_vs_sequence(model, calib, held, got_stream, lstm_kernel: str = "auto
     from keras_lowprec.export import verify as verify_lib
 
     T = int(held.shape[1])
-    if T > _MAX_COMPARE_TIMESTEPS:
-        return {"skipped": f"sequences of {T} steps (compared up to {_MAX_COMPARE_TIMESTEPS})"}
     if calib.shape[1] != T:
         return {"skipped": f"calibration sequences have {calib.shape[1]} steps, verification sequences {T}"}
     try:
