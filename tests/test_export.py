@@ -729,6 +729,17 @@ def test_sequence_export_of_a_model_that_cannot_stream():
         to_tflite(model, x, mode="stream")
 
 
+def test_long_stream_compared_with_sequence_export():
+    """70-step sequences: the stream export is still compared with the sequence export (the
+    step graph repeated 70 times), and they give the same int8 outputs."""
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((None, F)), L.TernarySimpleRNN(U), L.TernaryDense(C)])
+    res = to_tflite(model, _data(20, t=70), mode="stream", max_verify=4)
+    vs = res.verification["stream_vs_sequence"]
+    assert vs["timesteps"] == 70 and vs["samples"] == 4
+    assert vs["argmax_agreement"] == 1.0 and vs["max_abs_difference"] == 0.0
+
+
 def test_stream_graph_does_not_grow_with_T():
     keras.utils.set_random_seed(0)
     short = to_tflite(_model("Ternary", "SimpleRNN", train=False), _data(6), mode="stream", verify=False)
