@@ -152,23 +152,14 @@ def unroll_stream(model, timesteps: int, n_states: int, return_sequences: bool) 
 
     y_steps = []
     for t in range(timesteps):
+        # step tensor -> this step's tensor: constants shared, activations copied
         mapping = {x_in: x_steps[t], **dict(zip(states_in, current))}
-
-        def new(i: int) -> int:
-            i = int(i)
-            if i < 0:
-                return -1
-            if i not in mapping:
-                tensor = sg.tensors[i]
-                mapping[i] = i if _is_constant(model, tensor) else _new_tensor(sg, tensor, _name(tensor, t))
-            return mapping[i]
-
         for op in step_ops:
             clone = copy.deepcopy(op)
-            clone.inputs = [new(i) for i in op.inputs]
-            clone.outputs = [new(i) for i in op.outputs]
+            clone.inputs = [_step_tensor(model, mapping, i, t) for i in op.inputs]
+            clone.outputs = [_step_tensor(model, mapping, i, t) for i in op.outputs]
             if op.intermediates is not None:
-                clone.intermediates = [new(i) for i in op.intermediates]
+                clone.intermediates = [_step_tensor(model, mapping, i, t) for i in op.intermediates]
             ops.append(clone)
         current = [mapping[s] for s in states_out]
         y_steps.append(mapping[y_out])
@@ -198,6 +189,14 @@ def unroll_stream(model, timesteps: int, n_states: int, return_sequences: bool) 
     return drop_unused_tensors(model)
 
 
-def _name(tensor, t: int) -> str:
-    name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
-    return f"{name}_t{t}"
+def _step_tensor(model, mapping: dict[int, int], index: int, t: int) -> int:
+    """Index of step ``t``'s copy of step-graph tensor ``index`` (-1: an omitted input)."""
+    index = int(index)
+    if index < 0:
+        return -1
+    if index not in mapping:
+        tensor = model.subgraphs[0].tensors[index]
+        name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+        mapping[index] = index if _is_constant(model, tensor) else _new_tensor(model.subgraphs[0], tensor,
+                                                                                 f"{name}_t{t}")
+    return mapping[index]
