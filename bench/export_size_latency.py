@@ -103,8 +103,8 @@ def export_rows(model, kind, units, method, label, kernel, keras_logits, keras_a
     lstm = res.report["lstm"]["kernel"] if res.report["lstm"] else None
     row = {
         "kind": kind, "units": units, "encoding": label, "method": method.lower(), "lstm_kernel": lstm,
-        "graph": res.report["graph"], "model_bytes": len(res.model_bytes), "weight_bytes": res.report["weight_bytes"],
-        "int8_weight_bytes": res.report["int8_weight_bytes"],
+        "graph": res.report["graph"], "model_bytes": len(res.model_bytes),
+        "weight_bytes": res.report["weight_bytes"], "int8_weight_bytes": res.report["int8_weight_bytes"],
         "arena_bytes": arena, "tflm_us_per_invoke": round(us, 1), "tflm_us_per_step": round(us / 8, 2),
         "keras_accuracy": keras_acc, "tflm_accuracy": float(np.mean(preds == y_test)),
         "tflm_argmax_agreement_with_keras": float(np.mean(preds == keras_pred)),
