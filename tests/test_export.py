@@ -717,13 +717,17 @@ def test_sequence_export_is_the_stream_step_unrolled():
 def test_sequence_export_of_a_model_that_cannot_stream():
     """Flatten over the time axis cannot run one step per invoke: the converter unrolls the
     twin instead (scales per step), and the export is still exact and close to Keras."""
+    x, y = _task(200)
     keras.utils.set_random_seed(4)
     model = keras.Sequential([keras.Input((T, F)), L.TernaryGRU(U, return_sequences=True),
                               keras.layers.Flatten(), L.TernaryDense(C)])
-    x = _data(40, seed=1)
-    res = to_tflite(model, x)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=40, verbose=0)
+    res = to_tflite(model, x, verify_data=_data(300, seed=7), max_verify=300)
     assert res.report["graph"] == "unrolled" and "UNPACK" not in res.ops
     _assert_exact_pieces(model, res.model_bytes)
+    # Measured: agreement 0.983 on 300 held-out sequences, relative max abs error 0.074.
+    assert res.verification["tflm"]["argmax_agreement"] >= 0.97
     assert res.verification["tflm"]["relative_max_abs_error"] < REL_TOL
     with pytest.raises(UnsupportedLayerError, match="mixes time steps"):
         to_tflite(model, x, mode="stream")
