@@ -31,7 +31,7 @@ OUT = os.path.join(HERE, "..", "..", "results", "probes", f"stream_roundings_sim
 
 import keras  # noqa: E402
 
-from keras_lowprec.export import flatbuffer, to_tflite  # noqa: E402
+from keras_lowprec.export import flatbuffer, to_tflite, verify  # noqa: E402
 
 x_train, y_train, x_test, y_test = bench.digits()
 model = bench.build("Ternary", "SimpleRNN", args.units)
@@ -64,14 +64,13 @@ v = {k: keras.ops.convert_to_numpy(v).astype(np.float64) for k, v in head.quanti
 def rounded(value, name, on):
     if name not in on:
         return value
-    scale, zp = grid[name]
-    return (np.clip(np.round(value / scale) + zp, -128, 127) - zp) * scale
+    return verify.dequantize(verify.quantize(value, *grid[name]), *grid[name])
 
 
 def agreement(on) -> float:
     h = np.zeros((len(x_test), args.units))
     for t in range(x_test.shape[1]):
-        x = rounded(x_test[:, t].astype(np.float64), "x", on)
+        x = rounded(x_test[:, t], "x", on)
         a = rounded(x @ w["kernel"] + w["bias"], "a", on)
         r = rounded(h @ w["recurrent_kernel"], "r", on)
         h = rounded(np.tanh(rounded(a + r, "z", on)), "h", on)
