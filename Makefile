@@ -20,6 +20,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/train_speed.py --out results/train_speed.json
 	$(PY) bench/export_size_latency.py --out results/export_size_latency.json
+	$(PY) bench/firmware.py --out results/firmware.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -40,7 +40,7 @@ FSDD_DEFAULTS = dict(
     dataset="fsdd", split="conventional", fold=0, cell="gru", method="float", stochastic=False,
     units=96, epochs=30, batch_size=32, lr=2e-3, seed=0, features="logmel", normalize="global",
     augment=False, specaugment=False, noise=0.0, dropout=0.0, steps_per_epoch=None, max_train=None,
-    max_eval=None, train_on_validation=False,
+    max_eval=None, train_on_validation=False, input_bn=False, lr_schedule="constant",
 )
 PTB_DEFAULTS = dict(
     dataset="ptb", cell="gru", method="float", stochastic=False, units=256, embedding=32,
@@ -89,25 +89,45 @@ def rnn_layer(cell: str, method: str, units: int, stochastic: bool = False, init
     return cls(units, stochastic=stochastic, **kwargs)
 
 
-def fsdd_model(num_features: int, s: dict) -> keras.Model:
-    """Masking -> [GaussianNoise] -> recurrent layer -> [Dropout] -> softmax classifier.
+def fsdd_model(num_features: int, s: dict, steps_per_epoch: int | None = None) -> keras.Model:
+    """Masking -> [GaussianNoise] -> [BatchNormalization] -> recurrent layer -> [Dropout] ->
+    softmax classifier.
 
     ``s["rnn_kwargs"]`` (optional): extra arguments of the recurrent layer (probes use it
     to leave one part of a rounded layer in float, e.g. ``{"bias_quantizer": None}``).
+    ``s["input_bn"]``: batch normalization of the recurrent layer's input over batch and
+    (real) time steps, per feature; a number is the initial scale gamma (the authors' code:
+    0.1). ``s["lr_schedule"]``: ``"constant"`` or ``"cosine"`` (decay to 0 over the run;
+    needs ``steps_per_epoch``).
     """
     inputs = keras.Input((None, num_features), name="frames")
     x = keras.layers.Masking(mask_value=0.0)(inputs)  # padding is exactly zero
     if s["noise"]:
         x = keras.layers.GaussianNoise(s["noise"], seed=s["seed"])(x)
+    if s.get("input_bn"):
+        gamma = 1.0 if s["input_bn"] is True else float(s["input_bn"])
+        x = keras.layers.BatchNormalization(gamma_initializer=keras.initializers.Constant(gamma), name="input_bn")(x)
     x = rnn_layer(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"],
                   **s.get("rnn_kwargs", {}))(x)
     if s["dropout"]:
         x = keras.layers.Dropout(s["dropout"], seed=s["seed"])(x)
     outputs = keras.layers.Dense(10, activation="softmax", name="classifier")(x)
     model = keras.Model(inputs, outputs, name=f"fsdd_{s['cell']}_{s['method']}")
-    model.compile(optimizer=keras.optimizers.Adam(s["lr"], clipnorm=1.0),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate(s, steps_per_epoch), clipnorm=1.0),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def learning_rate(s: dict, steps_per_epoch: int | None):
+    """``s["lr"]``, constant or (``s["lr_schedule"] == "cosine"``) cosine-decayed to 0 over the run."""
+    schedule = s.get("lr_schedule", "constant")
+    if schedule == "constant":
+        return s["lr"]
+    if schedule != "cosine":
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
+    if not steps_per_epoch:
+        raise ValueError("lr_schedule='cosine' needs the number of steps per epoch")
+    return keras.optimizers.schedules.CosineDecay(s["lr"], decay_steps=s["epochs"] * steps_per_epoch)
 
 
 def ptb_model(vocab_size: int, s: dict) -> keras.Model:
@@ -393,9 +413,9 @@ def train_fsdd(settings: dict, data_dir=None, scratch=None, verbose=2):
     val, test = _subset(data.validation, s["max_eval"]), _subset(data.test, s["max_eval"])
     if s["train_on_validation"]:  # fixed epoch count chosen beforehand; nothing left to validate on
         train, val = _concat(train, val), None
-    model = fsdd_model(data.num_features, s)
     train_b = BucketBatches(train, s["batch_size"], shuffle=True, augment=s["augment"],
                             warp=s["features"] == "logmel", specaugment=s["specaugment"], seed=s["seed"])
+    model = fsdd_model(data.num_features, s, min(len(train_b), s["steps_per_epoch"] or len(train_b)))
     import tensorflow as tf
     specs = (tf.TensorSpec((None, None, data.num_features), tf.float32), tf.TensorSpec((None,), tf.int32))
     train_b = as_dataset(train_b, *specs)

@@ -1,8 +1,9 @@
 """keras_lowprec: recurrent networks with binary, ternary, pow2-ternary and exponential
 weights for Keras 3 (Ott et al., 2016), exported to TensorFlow Lite Micro.
 
-Submodules are imported on first use, so ``import keras_lowprec`` (and the
-``keras-lowprec`` command's argument checks) does not start TensorFlow.
+``import keras_lowprec`` registers every layer, quantizer and constraint with Keras, so
+``keras.saving.load_model`` reads models saved in another process. The exporter
+(``keras_lowprec.export``, TensorFlow Lite) and the datasets are imported on first use.
 """
 
 from __future__ import annotations
@@ -12,22 +13,22 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("constraints", "convert", "datasets", "export", "layers", "model_summary", "quantizers")
-_FUNCTIONS = {"quantize_model": "convert", "summary": "model_summary"}
+# Registration happens when these modules are imported (keras.saving.register_keras_serializable).
+from keras_lowprec import constraints, layers, quantizers  # noqa: E402,F401
+from keras_lowprec.convert import quantize_model  # noqa: E402
+from keras_lowprec.model_summary import summary  # noqa: E402
+
+_LAZY = ("datasets", "export")
 
 __all__ = ["constraints", "datasets", "export", "layers", "quantizers", "quantize_model", "summary", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from keras_lowprec import constraints, datasets, export, layers, quantizers
-    from keras_lowprec.convert import quantize_model
-    from keras_lowprec.model_summary import summary
+    from keras_lowprec import datasets, export
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
+    if name in _LAZY:
         return importlib.import_module(f"keras_lowprec.{name}")
-    if name in _FUNCTIONS:
-        return getattr(importlib.import_module(f"keras_lowprec.{_FUNCTIONS[name]}"), name)
     raise AttributeError(f"module 'keras_lowprec' has no attribute {name!r}")
 
 

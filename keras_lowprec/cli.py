@@ -1,10 +1,11 @@
 """The ``keras-lowprec`` command.
 
     keras-lowprec export MODEL.keras --data CALIBRATION.npy --out DIR [--timesteps T] [--mode stream]
+    keras-lowprec firmware DIR [--target host|cortex-m4|cortex-m4-cmsis-nn] [--tflm-dir TFLM]
 
-Arguments are checked (files, array shape, values) with NumPy only, before TensorFlow is
-imported, so that a mistake gives one clear line and a non-zero exit instead of a screen
-of TensorFlow start-up logging and a traceback.
+Arguments are checked (files, array shape, values) before the exporter (TensorFlow Lite) is
+imported, so that a mistake gives one clear line and a non-zero exit instead of a
+traceback. (``import keras_lowprec`` imports Keras: it registers the layers for loading.)
 """
 
 from __future__ import annotations
@@ -55,6 +56,24 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--no-verify", action="store_true", help="skip the LiteRT/TFLM verification")
     exp.add_argument("--no-c-array", action="store_true", help="write only model.tflite and report.json")
     exp.add_argument("--quiet", action="store_true", help="no progress display")
+    fw = sub.add_parser(
+        "firmware",
+        help="build an export with TFLM's C++ sources and run its test vectors on a target",
+        description=(
+            "Build an export folder (model_data.cc, model_ops.h, model_test_data.h) with TFLM's core and exactly "
+            "the kernels the model registers, run the exporter's test vectors on the target with the header's "
+            "kTensorArenaSize, and print mismatches against TFLM's Python interpreter, arena, flash and "
+            "instructions (Cortex-M targets run under QEMU; instruction counts, not cycles)."
+        ),
+    )
+    fw.add_argument("export_dir", metavar="OUT_DIR", help="folder written by 'keras-lowprec export' (with verification)")
+    fw.add_argument("--target", choices=("host", "cortex-m4", "cortex-m4-cmsis-nn"), default="host",
+                    help="host: g++; cortex-m4: QEMU mps2-an386, TFLM reference kernels; cortex-m4-cmsis-nn: the "
+                         "same with CMSIS-NN kernels")
+    fw.add_argument("--tflm-dir", default=None, metavar="DIR",
+                    help="TFLM source tree (tflite-micro/ and third_party/); default $TFLM_DIR")
+    fw.add_argument("--build-dir", default=None, metavar="DIR",
+                    help="object cache (default $KERAS_LOWPREC_FIRMWARE_CACHE or ~/.cache/keras_lowprec/firmware)")
     return parser
 
 
@@ -128,7 +147,6 @@ def _export(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    import keras_lowprec  # noqa: F401 - registers the layers for loading
     from keras_lowprec.export import ExportError, to_tflite
 
     try:
@@ -170,12 +188,35 @@ def _export(args) -> int:
     return 0
 
 
+def _firmware(args) -> int:
+    from keras_lowprec.export import firmware
+
+    try:
+        r = firmware.run(args.export_dir, args.target, tflm_dir=args.tflm_dir, build_dir=args.build_dir)
+    except firmware.FirmwareError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return EXIT_EXPORT
+    lines = [f"{r.target}: {r.sequences} test sequences, {r.outputs} int8 outputs: {r.mismatches} differ from "
+             f"TFLM's Python interpreter (max abs difference {r.max_abs_diff})",
+             f"arena: {r.arena_used_bytes:,} B used of kTensorArenaSize {r.arena_bytes:,} B"]
+    if r.instructions_per_invoke is not None:
+        lines.append(f"instructions (QEMU -icount, not cycles): {r.instructions_per_invoke:,.0f} per invoke, "
+                     f"{r.instructions_per_step:,.0f} per time step")
+    if r.flash:
+        lines.append(f"flash: model {r.flash['model']:,} B, TFLM and kernels {r.flash['tflm']:,} B, "
+                     f"rest of the program {r.flash['program']:,} B")
+    print("\n".join(lines))
+    return 0 if r.passed else EXIT_EXPORT
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if args.command == "firmware":
+        return _firmware(args)
     try:
         _check_export_args(args)
     except _UsageError as err:

@@ -92,7 +92,8 @@ def test_export_end_to_end(tmp_path, capsys):
     assert rc == 0, captured.err
     assert "verifying (TFLM)" in captured.err  # progress display
     assert "TFLM vs Keras" in captured.out and "int8 output grid" in captured.out
-    assert sorted(os.listdir(out)) == ["model.tflite", "model_data.cc", "model_data.h", "model_ops.h", "report.json"]
+    assert sorted(os.listdir(out)) == ["model.tflite", "model_data.cc", "model_data.h", "model_ops.h",
+                                   "model_test_data.h", "report.json"]
     # Stream mode (any length): also compared with the sequence export of the same model.
     rc = cli.main(["export", str(path), "--data", str(data), "--out", str(tmp_path / "stream"), "--mode", "stream",
                    "--quiet"])
@@ -115,14 +116,45 @@ def test_subprocess_error_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_argument_errors_do_not_import_tensorflow(tmp_path):
+def test_argument_errors_come_before_the_exporter(tmp_path):
     code = (
         "import sys\n"
         "from keras_lowprec import cli\n"
         f"rc = cli.main(['export', {str(tmp_path / 'x.keras')!r}, '--data', 'd.npy', '--out', 'o'])\n"
         "assert rc == 2\n"
-        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
-        "assert 'keras' not in sys.modules, 'keras was imported'\n"
+        "assert 'keras_lowprec.export' not in sys.modules, 'the exporter was imported'\n"
+        "assert 'tflite_micro' not in sys.modules, 'tflite_micro was imported'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-500:]
+
+
+_TRAIN_AND_SAVE = """
+import sys
+import numpy as np
+import keras
+from keras_lowprec import layers as L
+keras.utils.set_random_seed(0)
+x = np.random.default_rng(0).normal(size=(40, 5, 3)).astype(np.float32)
+y = (x[:, :, 0].mean(1) > 0).astype(int)
+model = keras.Sequential([keras.Input((5, 3)), L.TernaryLSTM(4), L.TernaryDense(3)])
+model.compile("adam", "sparse_categorical_crossentropy")
+model.fit(x, y, epochs=1, verbose=0)
+model.save(sys.argv[1])
+np.save(sys.argv[2], x)
+"""
+
+
+def test_export_of_a_model_saved_by_another_process(tmp_path):
+    """Train and save in one process; ``keras-lowprec export`` (the installed command) in a fresh one."""
+    model, data, out = tmp_path / "m.keras", tmp_path / "d.npy", tmp_path / "out"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run([sys.executable, "-c", _TRAIN_AND_SAVE, str(model), str(data)], check=True, env=env,
+                   capture_output=True, timeout=300)
+    command = os.path.join(os.path.dirname(sys.executable), "keras-lowprec")
+    proc = subprocess.run([command, "export", str(model), "--data", str(data), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "weights exact: True" in proc.stdout
+    assert {"model.tflite", "model_data.cc", "model_data.h", "model_ops.h", "model_test_data.h",
+            "report.json"} <= set(os.listdir(out))

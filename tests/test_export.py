@@ -248,7 +248,8 @@ def test_files_written(tmp_path):
     model = _model("Ternary", "LSTM", train=False)
     res = to_tflite(model, _data(12), output_dir=str(tmp_path))
     names = sorted(os.listdir(tmp_path))
-    assert names == ["model.tflite", "model_data.cc", "model_data.h", "model_ops.h", "report.json"]
+    assert names == ["model.tflite", "model_data.cc", "model_data.h", "model_ops.h", "model_test_data.h",
+                     "report.json"]
     cc = (tmp_path / "model_data.cc").read_text()
     assert "alignas(16) const unsigned char g_model_data[]" in cc
     assert f"g_model_data_len = {len(res.model_bytes)};" in cc
@@ -391,7 +392,7 @@ def test_fused_lstm_stack_with_sequence_head(mode):
     x, y = _task()
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x, np.repeat(y[:, None], T, 1), epochs=2, verbose=0)
-    res = to_tflite(model, _data(40), mode=mode)
+    res = to_tflite(model, _data(40), mode=mode, lstm_kernel="fused")
     fb = flatbuffer.read(res.model_bytes)
     assert [flatbuffer.op_name(fb, op) for op in fb.subgraphs[0].operators].count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 2
     assert res.report["state"] == "variables"
@@ -399,6 +400,23 @@ def test_fused_lstm_stack_with_sequence_head(mode):
     v = res.report["verification"]["tflm"]
     # (Softmax outputs of a 2-epoch model: near ties, so the error, not argmax, is the check.)
     assert v["relative_max_abs_error"] < REL_TOL
+
+
+def test_stream_lstm_defaults_to_the_step_graph(tmp_path):
+    """In stream mode ``auto`` writes the step graph (state as explicit inputs/outputs, correct
+    on every TFLM kernel set); ``fused`` keeps the state in variable tensors, which only the
+    reference kernels carry between invokes: its model_ops.h refuses a CMSIS-NN build."""
+    model = _model("Ternary", "LSTM", train=False)
+    auto = to_tflite(model, _data(12), mode="stream", verify=False, output_dir=str(tmp_path / "auto"))
+    assert auto.report["graph"] == "step" and auto.report["state"] == "io"
+    assert auto.report["kernel_sets"] == "any" and "CMSIS-NN" in auto.report["lstm"]["why_not_fused"]
+    assert "CMSIS_NN" not in (tmp_path / "auto" / "model_ops.h").read_text()
+    fused = to_tflite(model, _data(12), mode="stream", verify=False, lstm_kernel="fused",
+                      output_dir=str(tmp_path / "fused"))
+    assert fused.report["graph"] == "fused-lstm" and fused.report["kernel_sets"] == "reference"
+    assert "#if defined(CMSIS_NN)" in (tmp_path / "fused" / "model_ops.h").read_text()
+    seq = to_tflite(model, _data(12), verify=False)
+    assert seq.report["graph"] == "fused-lstm" and seq.report["kernel_sets"] == "any"
 
 
 def test_lstm_kernel_choice():
@@ -530,14 +548,14 @@ def test_normalization_before_fused_lstm(mode):
     x = np.random.default_rng(7).normal(-1.0, 3.0, size=(40, T, F)).astype(np.float32)
     keras.utils.set_random_seed(7)
     model = keras.Sequential([keras.Input((T, F)), _normalized(x), L.TernaryLSTM(U), L.TernaryDense(C)])
-    res = to_tflite(model, x, mode=mode)
+    res = to_tflite(model, x, mode=mode, lstm_kernel="fused")
     assert res.report["lstm"]["kernel"] == "fused"
     assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in res.ops and "MUL" in res.ops
     _assert_exact_pieces(model, res.model_bytes)
     assert res.verification["tflm"]["relative_max_abs_error"] < REL_TOL
     folded = keras.Sequential([keras.Input((T, F)), L.TernaryLSTM(U), keras.layers.BatchNormalization(),
                                L.TernaryDense(C)])
-    res = to_tflite(folded, x, mode=mode, verify=False)
+    res = to_tflite(folded, x, mode="sequence", verify=False)
     assert res.report["lstm"]["kernel"] == "unrolled"
     assert "fold" in res.report["lstm"]["why_not_fused"]
     _assert_exact_pieces(folded, res.model_bytes)
@@ -573,7 +591,7 @@ def test_layer_normalization_keeps_fused_lstm():
     of 8 features after an LSTM is coarser than after the GRU above: the bound only catches
     a wrong scale or a broken graph (relative error ~1)."""
     model, x = _ln_model(L.TernaryLSTM, 8)
-    res = to_tflite(model, x, mode="stream")
+    res = to_tflite(model, x, mode="stream", lstm_kernel="fused")
     assert res.report["lstm"]["kernel"] == "fused"
     assert {"UNIDIRECTIONAL_SEQUENCE_LSTM", "MEAN", "RSQRT"} <= set(res.ops)
     _assert_exact_pieces(model, res.model_bytes)
@@ -803,3 +821,14 @@ def test_fused_lstm_intermediates_retyped_without_effect():
     original = flatbuffer.write(fb)
     x = _data(20, seed=3)
     np.testing.assert_array_equal(run_tflm(res.model_bytes, x), run_tflm(original, x))
+
+
+def test_reexport_removes_files_it_does_not_write(tmp_path):
+    """A second export into the same folder without C files or verification leaves no file
+    of the first one (e.g. its test vectors) beside the new model."""
+    model = _model("Ternary", "GRU", train=False)
+    to_tflite(model, _data(12), output_dir=str(tmp_path))
+    assert (tmp_path / "model_test_data.h").exists()
+    (tmp_path / "notes.txt").write_text("mine")
+    to_tflite(model, _data(12), output_dir=str(tmp_path), verify=False, c_array=False)
+    assert sorted(os.listdir(tmp_path)) == ["model.tflite", "notes.txt", "report.json"]

@@ -196,14 +196,27 @@ def _spread(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, num=min(n, k)).round().astype(int))
 
 
-def _lstm_kernel(plan, lstm_kernel: str) -> tuple[bool, str | None]:
-    """``(fused, reason it is not)`` for the plan and the requested LSTM kernel."""
+STREAM_UNFUSED_REASON = (
+    "stream mode: the step graph keeps the state in explicit inputs/outputs, which every TFLM kernel set "
+    "runs (TFLM's CMSIS-NN LSTM kernel resets the fused op's state at every invoke); "
+    "lstm_kernel='fused' streams with the reference kernels only")
+
+
+def _lstm_kernel(plan, lstm_kernel: str, mode: str = "sequence") -> tuple[bool, str | None]:
+    """``(fused, reason it is not)`` for the plan, the requested LSTM kernel and the mode.
+
+    In stream mode ``"auto"`` takes the step graph: the fused op keeps h and c in variable
+    tensors between invokes, which TFLM's CMSIS-NN LSTM kernel resets at every invoke, so
+    only the step graph streams correctly on every kernel set.
+    """
     from keras_lowprec.export import fused
 
     if lstm_kernel not in fused.LSTM_KERNELS:
         raise ExportError(f"lstm_kernel must be one of {', '.join(fused.LSTM_KERNELS)}; got {lstm_kernel!r}.")
     if lstm_kernel == "unrolled":
         return False, "lstm_kernel='unrolled'"
+    if lstm_kernel == "auto" and mode == "stream":
+        return False, STREAM_UNFUSED_REASON
     reason = fused.unfusable_reason(plan)
     if reason is not None and lstm_kernel == "fused":
         raise UnsupportedLayerError(f"lstm_kernel='fused' is not possible for this model: {reason}.")
@@ -219,7 +232,7 @@ def to_float_tflite(model, *, timesteps: int | None = None, mode: str = "sequenc
 
     _check_args(mode, timesteps, None)
     plan = graph.analyze(model, timesteps, mode)
-    if _lstm_kernel(plan, lstm_kernel)[0]:
+    if _lstm_kernel(plan, lstm_kernel, mode)[0]:
         converter = fused.converter(plan, plan.timesteps if mode == "sequence" else 1)
     else:
         fn = graph.sequence_function(plan) if mode == "sequence" else graph.step_function(plan)
@@ -293,7 +306,7 @@ def to_tflite(
 
     t0 = time.perf_counter()
     plan = graph.analyze(model, timesteps, mode)
-    use_fused, unfused_reason = _lstm_kernel(plan, lstm_kernel)
+    use_fused, unfused_reason = _lstm_kernel(plan, lstm_kernel, mode)
     # A sequence export without the fused LSTM is the stream step graph unrolled in the
     # flatbuffer (see ``unroll``) when the model can stream: one calibration shared by every
     # step, bit-identical to T stream invokes. Otherwise the converter unrolls the twin.
@@ -370,6 +383,9 @@ def to_tflite(
     # tensors, kept by TFLM: Reset() before every new sequence, in both modes), "io" (stream
     # mode: inputs/outputs 1..), None (unrolled sequence graph: nothing is carried).
     state = "variables" if use_fused else ("io" if mode == "stream" else None)
+    # TFLM's CMSIS-NN LSTM kernel starts from zero state at every invoke: a fused stream
+    # export runs correctly only on the reference kernels (model_ops.h refuses CMSIS-NN).
+    kernel_sets = "reference" if use_fused and mode == "stream" else "any"
     has_lstm = any(s.kind == "rnn" and graph._base_name(s.layer) == "LSTM" for s in plan.stages)
     lstm_info = None if not has_lstm else (
         {"kernel": "fused", "op": "UNIDIRECTIONAL_SEQUENCE_LSTM", "cell_state": "int16"} if use_fused
@@ -418,6 +434,7 @@ def to_tflite(
         "state": state,
         "state_names": plan.state_names,
         "lstm": lstm_info,
+        "kernel_sets": kernel_sets,
         "ops": ops,
         "io": io,
         "model_bytes": len(model_bytes),
@@ -439,26 +456,28 @@ def to_tflite(
 
     # 3. verification
     if verify:
-        report["verification"], got_tflm, reference = _verify(model, plan, model_bytes, held, held_out, mode,
-                                                               n_states, progress)
+        report["verification"], got_tflm, reference, vectors = _verify(model, plan, model_bytes, held, held_out,
+                                                                        mode, n_states, progress)
         arena = report["verification"]["tflm"]["arena_bytes"]
+        smallest = report["verification"]["tflm"]["arena_smallest_bytes"]
         if mode == "stream" and plan.mask_value is not None:
             report["verification"]["stream_vs_sequence"] = {
                 "skipped": "the model has a Masking layer: a sequence export cannot skip masked frames "
                            "(Masking is refused in mode='sequence')"}
         elif mode == "stream":
-            report["verification"]["stream_vs_sequence"] = _stream_vs_sequence(model, calib, held, got_tflm,
-                                                                                reference, lstm_kernel)
+            report["verification"]["stream_vs_sequence"] = _stream_vs_sequence(
+                model, calib, held, got_tflm, reference, "fused" if use_fused else "unrolled")
     elif not _probe:  # internal: the sequence export a stream export is compared with
-        arena = None
+        arena = smallest = vectors = None
     else:  # still load and invoke it once in TFLM (child process): no file TFLM cannot run
         from keras_lowprec.export import verify as verify_lib
 
-        arena = verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1,
-                                      max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes)))
+        vectors = None
+        arena, smallest = verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1,
+                                                max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes)), smallest=True)
     report["arena_bytes"] = arena
-    recommended = int(math.ceil(((arena or 0) * 1.1 + 1024) / 16.0) * 16) if arena else 64 * 1024
-    report["arena_recommended"] = recommended
+    report["arena_smallest_bytes"] = smallest
+    report["arena_recommended"] = recommended = _recommended_arena(smallest)
 
     result = ExportResult(model_bytes=model_bytes, ops=ops, arena_bytes=arena, report=report)
     if output_dir is not None:
@@ -470,18 +489,32 @@ def to_tflite(
         if c_array:
             info = {"mode": mode, "timesteps": plan.timesteps if mode == "sequence" else None,
                     "features": plan.features, "arena_recommended": recommended, "io": io,
+                    "arena_smallest": smallest,
                     "state": state, "state_names": plan.state_names}
             paths["cc"] = os.path.join(output_dir, "model_data.cc")
             paths["h"] = os.path.join(output_dir, "model_data.h")
             paths["ops"] = os.path.join(output_dir, "model_ops.h")
             carray.write_atomic(paths["cc"], carray.model_data_cc(model_bytes))
             carray.write_atomic(paths["h"], carray.model_data_h(model_bytes, info))
-            carray.write_atomic(paths["ops"], carray.model_ops_h(ops))
+            carray.write_atomic(paths["ops"], carray.model_ops_h(ops, kernel_sets))
+            if vectors is not None:
+                paths["test_data"] = os.path.join(output_dir, "model_test_data.h")
+                carray.write_atomic(paths["test_data"], carray.model_test_data_h(*vectors))
         paths["report"] = os.path.join(output_dir, "report.json")
         report["paths"] = dict(paths)
         carray.write_atomic(paths["report"], carray.report_json(report))
+        carray.remove_stale(output_dir, paths.values())
         result.paths = paths
     return result
+
+
+def _recommended_arena(smallest: int | None) -> int:
+    """``kTensorArenaSize``: the smallest arena TFLM's interpreter accepted on the 64-bit host,
+    plus 1/32 and rounded up to 16 bytes (a 32-bit target needs less: TFLM's per-tensor
+    structures hold pointers); 64 KiB when it was not measured."""
+    if not smallest:
+        return 64 * 1024
+    return int(math.ceil(smallest * (1 + 1 / 32) / 16.0) * 16)
 
 
 def _order_stream_io(fb, plan) -> None:
@@ -561,12 +594,15 @@ def _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress) 
     grid = litert.output_quant(0)
     out["litert"] = verify_lib.compare(reference, got_lite, grid)
     arena = max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes))  # generous; the used size is measured
-    verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1, arena)
+    _, smallest = verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1, arena,
+                                        smallest=True)
     tflm = verify_lib.TFLMRunner(model_bytes, arena)
     timings: list[float] = []
     got_tflm = verify_lib.run_sequences(tflm, frames, mode, n_states, prog("tflm"), timings)
     out["tflm"] = verify_lib.compare(reference, got_tflm, grid)
     out["tflm"]["arena_bytes"] = tflm.arena_bytes()
+    out["tflm"]["arena_smallest_bytes"] = smallest
+    vectors = _test_vectors(tflm, frames, mode, n_states)
     steps = held.shape[1]
     per_invoke = float(np.median(timings)) * 1e6 if timings else None
     out["tflm"]["us_per_invoke"] = per_invoke
@@ -576,7 +612,23 @@ def _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress) 
                                                              got_tflm.reshape(len(held), -1), atol=0), axis=1))),
         "max_abs_difference": float(np.max(np.abs(got_lite - got_tflm))),
     }
-    return out, got_tflm, reference
+    return out, got_tflm, reference, vectors
+
+
+def _test_vectors(runner, frames, mode: str, n_states: int, count: int = 8) -> tuple[np.ndarray, ...]:
+    """``(inputs, steps, expected)`` for the firmware harness: the first ``count``
+    verification sequences quantized to int8 (padded with zeros to the longest), their real
+    lengths, and TFLM's int8 output 0 after each (its final step in stream mode)."""
+    from keras_lowprec.export import verify as verify_lib
+
+    in_s, in_zp = runner.input_quant(0)
+    x_q = [verify_lib.quantize(np.asarray(seq), in_s, in_zp) for seq in list(frames)[:count]]
+    expected = verify_lib.run_sequences_int8(runner, x_q, mode, n_states)
+    steps = np.array([len(q) for q in x_q])
+    inputs = np.zeros((len(x_q), int(steps.max()), x_q[0].shape[-1]), np.int8)
+    for i, q in enumerate(x_q):
+        inputs[i, :len(q)] = q
+    return inputs, steps, np.stack([y.reshape(-1) for y in expected])
 
 
 def _stream_vs_sequence(model, calib, held, got_stream, reference, lstm_kernel: str = "auto") -> dict:

@@ -163,90 +163,141 @@ def _model_io(model_bytes: bytes):
 
 
 _PROBE = """
-import sys
+import re, sys
 import numpy as np
 from tflite_micro import runtime
-it = runtime.Interpreter.from_bytes(open(sys.argv[1], "rb").read(), arena_size=int(sys.argv[2]))
-n = int(sys.argv[3])
-for i in range(n):
-    d = it.get_input_details(i)
-    it.set_input(np.zeros(tuple(d["shape"]), d["dtype"]), i)
-it.invoke()
+
+def load(arena):
+    it = runtime.Interpreter.from_bytes(model, arena_size=arena)
+    for i in range(n):
+        d = it.get_input_details(i)
+        it.set_input(np.zeros(tuple(d["shape"]), d["dtype"]), i)
+    it.invoke()
+    return it
+
+model = open(sys.argv[1], "rb").read()
+arena, n = int(sys.argv[2]), int(sys.argv[3])
+it = load(arena)
 print("ok", flush=True)
 it.print_allocations()
+lo, hi = int(sys.argv[4]) // 16 * 16, -(-int(sys.argv[5]) // 16) * 16
+# The smallest arena AllocateTensors accepts (0: not asked) is more than the arena it reports
+# as used: the memory planner needs scratch space while planning. Some kernels crash on a
+# too-small arena instead of failing: "try" without an answer means that size fails.
+while hi - lo > 16:
+    mid = (lo + hi) // 32 * 16
+    print("try", mid, flush=True)
+    try:
+        load(mid)
+        hi = mid
+    except Exception:
+        lo = mid
+    print("done", lo, hi, flush=True)
 """
 
 
 def probe_tflm(model_bytes: bytes, n_inputs: int, arena_size: int = DEFAULT_ARENA,
-               timeout: float = 120.0) -> int | None:
-    """Loads and invokes the model once in TFLM in a child process; returns the arena bytes used.
+               timeout: float = 120.0, smallest: bool = False) -> int | tuple[int | None, int | None] | None:
+    """Loads and invokes the model once in TFLM in a child process; returns the arena bytes used
+    (``smallest=True``: ``(used, smallest arena that loads and invokes)``, found by bisection).
 
     Some models make TFLM abort the whole process (e.g. a kernel's check on a degenerate
     quantization scale) instead of returning an error; the child takes that hit and the
     exporter raises ``TFLMError`` with what TFLM printed.
     """
-    import subprocess
-
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.tflite")
         with open(path, "wb") as fh:
             fh.write(model_bytes)
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        try:
-            proc = subprocess.run([sys.executable, "-c", _PROBE, path, str(arena_size), str(n_inputs)],
-                                  capture_output=True, text=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            raise TFLMError(f"TFLM did not finish loading and running the model within {timeout:.0f} s.") from None
-    if proc.returncode != 0 or "ok" not in proc.stdout:
-        text = " ".join(line.strip() for line in (proc.stderr or "").splitlines()
-                        if line.strip() and not line.startswith(("Traceback", "  File", "    ")))
-        how = f"exit status {proc.returncode}" if proc.returncode >= 0 else f"killed by signal {-proc.returncode}"
-        raise TFLMError(
-            f"TFLM cannot run the model ({how}): {text[-800:] or 'no message'}. A common cause is a layer whose "
-            "activations are all zero on the representative data (degenerate quantization scales); check "
-            "the data and the trained weights."
-        )
-    m = re.search(r"Arena allocation total (\d+) bytes", proc.stderr or "")
-    return int(m.group(1)) if m else None
+        proc = _probe_child(path, arena_size, n_inputs, 0, 0, timeout)
+        if proc.returncode != 0 or "ok" not in proc.stdout:
+            text = " ".join(line.strip() for line in (proc.stderr or "").splitlines()
+                            if line.strip() and not line.startswith(("Traceback", "  File", "    ")))
+            how = f"exit status {proc.returncode}" if proc.returncode >= 0 else f"killed by signal {-proc.returncode}"
+            raise TFLMError(
+                f"TFLM cannot run the model ({how}): {text[-800:] or 'no message'}. A common cause is a layer "
+                "whose activations are all zero on the representative data (degenerate quantization scales); "
+                "check the data and the trained weights."
+            )
+        m = re.search(r"Arena allocation total (\d+) bytes", proc.stderr or "")
+        used = int(m.group(1)) if m else None
+        if not smallest:
+            return used
+        return used, _smallest_arena(path, n_inputs, used or 0, arena_size, timeout)
+
+
+def _smallest_arena(path: str, n_inputs: int, lo: int, hi: int, timeout: float) -> int:
+    """Bisects the arena size in child processes, a new one after each crash."""
+    while hi - lo > 16:
+        proc = _probe_child(path, hi, n_inputs, lo, hi, timeout)
+        for line in proc.stdout.splitlines():
+            if line.startswith("done"):
+                lo, hi = (int(v) for v in line.split()[1:])
+        tried = [line for line in proc.stdout.splitlines() if line.startswith(("try", "done"))]
+        if proc.returncode != 0 and tried and tried[-1].startswith("try"):
+            lo = int(tried[-1].split()[1])  # it crashed at this size
+        elif proc.returncode != 0:
+            break
+    return hi
+
+
+def _probe_child(path: str, arena: int, n_inputs: int, lo: int, hi: int, timeout: float):
+    import subprocess
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    try:
+        return subprocess.run([sys.executable, "-c", _PROBE, path, str(arena), str(n_inputs), str(lo), str(hi)],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise TFLMError(f"TFLM did not finish loading and running the model within {timeout:.0f} s.") from None
 
 
 # -- running whole sequences ---------------------------------------------------------------
 def run_sequences(runner: _Runner, x: np.ndarray, mode: str, n_states: int = 0,
                   progress: Callable[[int, int], None] | None = None, timings: list | None = None) -> np.ndarray:
-    """Dequantized outputs of ``runner`` for each sequence of ``x`` (N, T, F).
-
-    sequence mode: one invoke per sequence. stream mode: one invoke per step, the int8
-    output states copied into the input states (they share quantization), final output kept.
-    ``timings`` gets the duration of every ``invoke`` (setting inputs and reading outputs
-    not included).
-    """
+    """Dequantized outputs of ``runner`` for each sequence of ``x`` (N, T, F); see
+    :func:`run_sequences_int8`."""
     in_s, in_zp = runner.input_quant(0)
     out_s, out_zp = runner.output_quant(0)
+    raw = run_sequences_int8(runner, [quantize(seq, in_s, in_zp) for seq in x], mode, n_states, progress, timings)
+    got = [dequantize(y, out_s, out_zp) for y in raw]
+    return np.stack([g[0] if mode == "sequence" else g.reshape(-1) for g in got])  # stream: (1, C) or (1, 1, C)
+
+
+def run_sequences_int8(runner: _Runner, x_q: list, mode: str, n_states: int = 0,
+                       progress: Callable[[int, int], None] | None = None,
+                       timings: list | None = None) -> list[np.ndarray]:
+    """Output 0 of ``runner``, as stored (int8), after each quantized sequence of ``x_q``
+    (a list of (T, F) arrays; lengths may differ in stream mode).
+
+    sequence mode: one invoke per sequence. stream mode: one invoke per step, states
+    starting at their zero points, the int8 output states copied into the input states
+    (they share quantization). ``runner.reset()`` before every sequence. ``timings`` gets
+    the duration of every ``invoke`` (setting inputs and reading outputs not included).
+    """
     results = []
-    for n, seq in enumerate(x):
+    for n, seq in enumerate(x_q):
         runner.reset()
         if mode == "sequence":
-            (y,) = runner.run([quantize(seq[None], in_s, in_zp)])[:1]
+            (y,) = runner.run([seq[None]])[:1]
             if timings is not None:
                 timings.append(runner.last_invoke_s)
-            results.append(dequantize(y, out_s, out_zp)[0])
         else:
             states = []
             for i in range(n_states):
                 s, zp = runner.input_quant(1 + i)
-                shape = runner.inputs[1 + i]["shape"]
-                states.append(quantize(np.zeros(tuple(shape), np.float32), s, zp))  # zero state
+                states.append(quantize(np.zeros(tuple(runner.inputs[1 + i]["shape"]), np.float32), s, zp))  # zero
             y = None
             for t in range(seq.shape[0]):
-                outs = runner.run([quantize(seq[t][None], in_s, in_zp), *states])
+                outs = runner.run([seq[t][None], *states])
                 if timings is not None:
                     timings.append(runner.last_invoke_s)
                 y = outs[0]
                 states = [o.astype(np.int8) for o in outs[1:1 + n_states]]
-            results.append(dequantize(y, out_s, out_zp).reshape(-1))  # (1, C) or, fused, (1, 1, C)
+        results.append(np.array(y))
         if progress is not None:
-            progress(n + 1, len(x))
-    return np.stack(results)
+            progress(n + 1, len(x_q))
+    return results
 
 
 def compare(reference: np.ndarray, got: np.ndarray, output_grid: tuple[float, int] | None = None) -> dict:

@@ -1,0 +1,58 @@
+"""Probe, validation split only: which training recipe closes the gap between rounded and
+float recurrent layers on the conventional FSDD split?
+
+The quick budget's conventional-split model (96 units, 30 epochs, global normalization,
+Gaussian noise 0.3, dropout 0.3, best validation epoch kept), trained with three seeds per
+variant. Variants change one or two things: batch normalization of the recurrent layer's
+input (``bn``: over batch and real frames, gamma starting at 0.1 as in the authors' code;
+``bn1``: gamma starting at 1), a cosine learning-rate decay to 0 (``cos``), both. Writes
+validation accuracy per seed, mean and sd to ``results/probes/fsdd_recipe_<cell>.json``
+after every run; finished runs are skipped when the probe is started again.
+
+    python examples/probes/fsdd_recipe.py --cell lstm --variants float ternary ternary+bn ...
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import common  # noqa: E402
+
+RECIPES = {"": {}, "bn": {"input_bn": 0.1}, "bn1": {"input_bn": 1.0}, "cos": {"lr_schedule": "cosine"},
+           "bn+cos": {"input_bn": 0.1, "lr_schedule": "cosine"}, "bn1+cos": {"input_bn": 1.0, "lr_schedule": "cosine"}}
+parser = argparse.ArgumentParser()
+parser.add_argument("--cell", choices=common.CELLS, required=True)
+parser.add_argument("--variants", nargs="+", required=True,
+                    help="METHOD or METHOD+RECIPE, RECIPE one of " + ", ".join(r for r in RECIPES if r))
+parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+args = parser.parse_args()
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "results", "probes",
+                   f"fsdd_recipe_{args.cell}.json")
+SETTINGS = dict(cell=args.cell, units=96, epochs=30, batch_size=32, lr=2e-3, normalize="global", noise=0.3,
+                dropout=0.3)
+out = json.load(open(OUT)) if os.path.exists(OUT) else {}
+out.pop("command", None)
+for variant in args.variants:
+    method, _, recipe = variant.partition("+")
+    if method not in common.METHODS or recipe not in RECIPES:
+        raise SystemExit(f"unknown variant {variant!r}")
+    entry = out.setdefault(variant, {"settings": {**SETTINGS, "method": method, **RECIPES[recipe]}, "seeds": {}})
+    for seed in args.seeds:
+        if str(seed) in entry["seeds"]:
+            continue
+        run = {**entry["settings"], "seed": seed}
+        with tempfile.TemporaryDirectory() as scratch:
+            result, _ = common.train_fsdd(run, common.default_data_dir(), scratch, verbose=0)
+        entry["seeds"][str(seed)] = {"validation_accuracy": result["validation_accuracy"],
+                                     "best_epoch": result["best_epoch"]}
+        accs = [r["validation_accuracy"] for r in entry["seeds"].values()]
+        entry["validation_mean"] = statistics.mean(accs)
+        entry["validation_sd"] = statistics.stdev(accs) if len(accs) > 1 else None
+        out["command"] = "python examples/probes/fsdd_recipe.py " + " ".join(sys.argv[1:])
+        os.makedirs(os.path.dirname(OUT), exist_ok=True)
+        with open(OUT, "w") as fh:
+            json.dump(out, fh, indent=2, sort_keys=True)
+        print(f"{variant} seed {seed}: validation {result['validation_accuracy']:.4f}", flush=True)
