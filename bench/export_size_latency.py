@@ -162,8 +162,8 @@ def main(argv=None) -> int:
                 model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0)
                 keras_logits = model.predict(x_test, verbose=0)
                 keras_acc = float(np.mean(keras_logits.argmax(-1) == y_test))
-                # LSTM: the fused kernel (the default) and, side by side, the unrolled graph
-                for kernel in (("auto", "unrolled") if kind == "LSTM" else ("auto",)):
+                # LSTM: the fused kernel (stream mode too: reference kernels) and, beside it, the unrolled graph
+                for kernel in (("fused", "unrolled") if kind == "LSTM" else ("auto",)):
                     suffix = ", unrolled LSTM" if kernel == "unrolled" else ""
                     rows += export_rows(model, kind, units, method, label + suffix, kernel, keras_logits, keras_acc,
                                         x_train, x_test, y_test)

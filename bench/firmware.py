@@ -16,6 +16,7 @@ is also forced through CMSIS-NN (``KERAS_LOWPREC_ALLOW_WRONG_KERNELS``) to count
 outputs its LSTM kernel gets wrong; the exporter's ``model_ops.h`` refuses that build.
 
     python bench/firmware.py --out results/firmware.json
+    python bench/firmware.py --table results/firmware.json     # the README's table from it
 """
 
 from __future__ import annotations
@@ -72,7 +73,11 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=["Ternary", "Exponential"])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--build-dir", default="build/firmware")
+    parser.add_argument("--table", metavar="JSON", help="print the markdown table of a committed result and stop")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.load(open(args.table))))
+        return 0
 
     from keras_lowprec.export import firmware, to_tflite
 
@@ -111,6 +116,30 @@ def main(argv=None) -> int:
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=2)
     return 0
+
+
+def table(result: dict) -> str:
+    """Markdown: one row per export, Cortex-M4 figures with reference and CMSIS-NN kernels."""
+    lines = ["| model | export | graph | bit-exact host / M4 / M4 CMSIS-NN | model flash B | TFLM flash B "
+             "(ref / CMSIS-NN) | kTensorArenaSize | arena used M4 (ref / CMSIS-NN) | instructions per step M4 "
+             "(ref / CMSIS-NN) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        t = row["targets"]
+        ref, cm = t["cortex-m4"], t["cortex-m4-cmsis-nn"]
+        refused = cm.get("refused_by_model_ops_h")
+        forced = cm.get("forced_build", {})
+        exact = " / ".join("yes" if r.get("passed") else "no" for r in (t["host"], ref)) + " / " + (
+            f"refused ({forced['mismatches']} of {forced['outputs']} wrong if forced)" if refused
+            else ("yes" if cm["passed"] else "no"))
+        cm_run = forced if refused else cm
+        lines.append(
+            f"| {row['kind']} {row['units']} {row['method'].lower()} | {row['export']} | {row['graph']} | {exact} | "
+            f"{ref['flash']['model']:,} | {ref['flash']['tflm']:,} / {cm_run['flash']['tflm']:,} | "
+            f"{row['kTensorArenaSize']:,} | {ref['arena_used_bytes']:,} / {cm_run['arena_used_bytes']:,} | "
+            f"{ref['instructions_per_step']:,.0f} / {cm_run['instructions_per_step']:,.0f}"
+            + (" (wrong)" if refused else "") + " |")
+    return "\n".join(lines)
 
 
 def _line(row: dict) -> str:

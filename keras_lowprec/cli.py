@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import time
+import zipfile
 
 EXIT_USAGE = 2  # bad command line or input files
 EXIT_EXPORT = 1  # the model could not be exported / verified
@@ -66,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
             "instructions (Cortex-M targets run under QEMU; instruction counts, not cycles)."
         ),
     )
-    fw.add_argument("export_dir", metavar="OUT_DIR", help="folder written by 'keras-lowprec export' (with verification)")
+    fw.add_argument("export_dir", metavar="OUT_DIR",
+                    help="folder written by 'keras-lowprec export' (with verification)")
     fw.add_argument("--target", choices=("host", "cortex-m4", "cortex-m4-cmsis-nn"), default="host",
                     help="host: g++; cortex-m4: QEMU mps2-an386, TFLM reference kernels; cortex-m4-cmsis-nn: the "
                          "same with CMSIS-NN kernels")
@@ -85,6 +87,9 @@ def _check_export_args(args) -> None:
         raise _UsageError(f"model file not found: {args.model}")
     if not args.model.endswith(".keras"):
         raise _UsageError(f"expected a .keras model file (model.save('model.keras')), got: {args.model}")
+    if not zipfile.is_zipfile(args.model):
+        raise _UsageError(f"{args.model} is not a valid .keras file (a .keras file is a zip archive; this one is "
+                          "truncated or damaged: save the model again)")
     if not os.path.isfile(args.data):
         raise _UsageError(f"calibration data not found: {args.data}")
     try:
@@ -106,14 +111,12 @@ def _check_export_args(args) -> None:
             raise _UsageError(f"--timesteps must be a positive integer, got {args.timesteps}")
         if args.mode == "sequence" and data.shape[1] != args.timesteps:
             raise _UsageError(f"{args.data} has {data.shape[1]} timesteps but --timesteps is {args.timesteps}")
-    out = os.path.abspath(args.out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise _UsageError(f"--out exists and is not a folder: {args.out}")
-    parent = out
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.access(parent, os.W_OK):
-        raise _UsageError(f"--out is not writable: {args.out}")
+    from keras_lowprec.export import ExportError, check_output_dir
+
+    try:
+        check_output_dir(args.out, "--out")
+    except ExportError as err:
+        raise _UsageError(str(err)) from None
     args._data = data
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 
 from keras_lowprec import quantizers as quantizers_lib
@@ -29,7 +31,9 @@ def quantize_model(
     bias_quantizer="ternary",
 ) -> keras.Model:
     """Returns a copy of ``model`` whose Dense/SimpleRNN/GRU/LSTM layers (also inside
-    ``Bidirectional``) are replaced by their ``Quant*`` twins, weights carried over.
+    ``Bidirectional``, ``TimeDistributed`` and nested models) are replaced by their
+    ``Quant*`` twins, weights carried over. Layers with float weights it cannot reach
+    (e.g. a generic ``keras.layers.RNN`` over an ``LSTMCell``) are named in a ``UserWarning``.
 
     Every other layer is cloned as is. Dense layers take ``kernel_quantizer`` and
     ``bias_quantizer``; recurrent layers all three. Float layers' default constraint
@@ -56,6 +60,10 @@ def quantize_model(
             raise ValueError(f"quantize_model `{arg}`: {err}") from None
 
     def quantize_layer(layer):
+        if isinstance(layer, keras.Model):  # a nested Sequential / Functional model
+            return quantize_model(layer, **args)
+        if isinstance(layer, keras.layers.TimeDistributed):
+            return keras.layers.TimeDistributed(quantize_layer(layer.layer), name=layer.name)
         if isinstance(layer, keras.layers.Bidirectional):
             return keras.layers.Bidirectional(
                 quantize_layer(layer.forward_layer),
@@ -91,7 +99,20 @@ def quantize_model(
         new.set_weights(old.get_weights())
         for owner in quantized_owners(new):
             owner._clip_initial_weights()
+    left = left_in_float(quantized)
+    if left:
+        warnings.warn(
+            f"quantize_model left these layers in float (no quantized twin for them or for the wrapper "
+            f"around them): {', '.join(left)}.", stacklevel=2)
     return quantized
+
+
+def left_in_float(model) -> list[str]:
+    """Names of the Dense / recurrent layers and cells with float weights anywhere in
+    ``model`` (wrappers and nested models included)."""
+    float_kinds = (*_TWINS, keras.layers.SimpleRNNCell, keras.layers.GRUCell, keras.layers.LSTMCell)
+    return [f"{layer.name} ({type(layer).__name__})" for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, float_kinds) and not quantized_owners(layer)]
 
 
 def quantized_owners(layer) -> list[QuantizedWeightsMixin]:
@@ -99,6 +120,10 @@ def quantized_owners(layer) -> list[QuantizedWeightsMixin]:
     (RNNs), or those of a ``Bidirectional``'s forward and backward layers."""
     if isinstance(layer, keras.layers.Bidirectional):
         return quantized_owners(layer.forward_layer) + quantized_owners(layer.backward_layer)
+    if isinstance(layer, keras.layers.TimeDistributed):
+        return quantized_owners(layer.layer)
+    if isinstance(layer, keras.Model):
+        return [owner for sub in layer.layers for owner in quantized_owners(sub)]
     if isinstance(layer, QuantizedWeightsMixin):
         return [layer]
     cell = getattr(layer, "cell", None)

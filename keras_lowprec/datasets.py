@@ -502,6 +502,11 @@ def fsdd(
     """
     if features not in ("logmel", "mfcc"):
         raise ValueError(f"features must be 'logmel' or 'mfcc', got {features!r}.")
+    _check_number("num_mel_bins", num_mel_bins, 1, 128, integer=True)
+    _check_number("num_mfcc", num_mfcc, 1, num_mel_bins, integer=True)
+    # The shortest FSDD recording is 144 ms; a frame must fit in it and hold 2 samples.
+    _check_number("frame_length_ms", frame_length_ms, 0.25, 100.0)
+    _check_number("frame_step_ms", frame_step_ms, 0.125, frame_length_ms)
     if split not in ("conventional", "speaker"):
         raise ValueError(f"split must be 'conventional' or 'speaker', got {split!r}.")
     if normalize not in ("utterance", "cmn", "speaker", "global", None, "none"):
@@ -586,6 +591,16 @@ def fsdd(
 # =====================================================================================
 # scikit-learn digits as sequences
 # =====================================================================================
+def _check_number(name: str, value, low: float, high: float, integer: bool = False) -> None:
+    """``ValueError``/``TypeError`` naming ``name`` unless ``low <= value <= high`` (finite,
+    not a bool; an integer when ``integer``)."""
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, kinds):
+        raise TypeError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}.")
+    if not (np.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {value!r}.")
+
+
 def sequential_digits(test_fraction: float = 0.25, seed: int = 0):
     """scikit-learn's 8x8 digits as sequences: 8 time steps (rows) of 8 pixels.
 
@@ -595,6 +610,8 @@ def sequential_digits(test_fraction: float = 0.25, seed: int = 0):
         ``(x_train, y_train), (x_test, y_test)`` with ``x`` of shape ``(n, 8, 8)``
         float32 and ``y`` int32 labels 0–9 (1,347 train and 450 test with the defaults).
     """
+    _check_number("test_fraction", test_fraction, 0.01, 0.99)
+    _check_number("seed", seed, 0, 2**32 - 1, integer=True)
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

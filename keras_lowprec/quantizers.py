@@ -104,8 +104,9 @@ class Quantizer:
             raise TypeError(
                 f"{type(self).__name__}: `stochastic` must be a bool, got {stochastic!r}."
             )
+        _check_int(type(self).__name__, "seed", seed, minimum=0)
         self.stochastic = bool(stochastic)
-        self.seed = seed
+        self.seed = None if seed is None else int(seed)
         self._own_seed_generator: keras.random.SeedGenerator | None = None
 
     # -- interface -----------------------------------------------------------------
@@ -162,6 +163,9 @@ class Quantizer:
         if not self.needs_glorot_bound():
             return None
         if glorot_bound is not None:
+            # A sign or NaN here would silently give wrong levels (-1 turns every ternary
+            # weight into -1, 0 or NaN every weight into 0).
+            _check_positive(type(self).__name__, "glorot_bound", glorot_bound)
             return float(glorot_bound)
         return _bound_from_shape(tuple(w.shape), type(self).__name__)
 
@@ -273,6 +277,7 @@ def _require(glorot_bound, quantizer) -> float:
             f"{type(quantizer).__name__}: its scale comes from the weight's Glorot bound; "
             "pass `glorot_bound=` or give the scale explicitly."
         )
+    _check_positive(type(quantizer).__name__, "glorot_bound", glorot_bound)
     return float(glorot_bound)
 
 
@@ -489,7 +494,16 @@ def get(identifier: Quantizer | str | dict | None) -> Quantizer | None:
             )
         return ALIASES[key]()
     if isinstance(identifier, dict):
-        return deserialize(identifier)
+        try:
+            quantizer = deserialize(identifier)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"Could not deserialize quantizer {identifier!r}: {err}") from None
+        if not isinstance(quantizer, Quantizer):
+            raise ValueError(
+                f"Could not interpret quantizer {identifier!r}: the dict does not describe a keras_lowprec "
+                f"quantizer (classes: {', '.join(sorted(_CLASSES))})."
+            )
+        return quantizer
     raise ValueError(
         f"Could not interpret quantizer {identifier!r}: expected None, one of "
         f"{', '.join(sorted(ALIASES))}, a serialized dict or a Quantizer instance."

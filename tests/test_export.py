@@ -300,18 +300,30 @@ def test_runner_handles_float_models():
     assert np.array_equal(quantize(x, 0.0, 0), x) and np.array_equal(dequantize(x, 0.0, 0), x)
 
 
-def test_write_atomic_keeps_old_file_on_failure(tmp_path, monkeypatch):
-    path = tmp_path / "model.tflite"
-    carray.write_atomic(str(path), b"old")
+def test_write_folder_keeps_the_old_set_on_failure_and_the_users_files(tmp_path, monkeypatch):
+    from keras_lowprec.export import files
+
+    out = tmp_path / "model"
+    files.write_folder(str(out), {"model.tflite": b"old", "report.json": "{}"})
+    (out / "main.cc").write_text("mine")
+    (out / "src").mkdir()
+    (out / "src" / "app.c").write_text("also mine")
 
     def boom(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(os, "replace", boom)
+    monkeypatch.setattr(files, "_swap", boom)
     with pytest.raises(KeyboardInterrupt):
-        carray.write_atomic(str(path), b"new" * 1000)
-    assert path.read_bytes() == b"old"
-    assert os.listdir(tmp_path) == ["model.tflite"]  # no temporary file left behind
+        files.write_folder(str(out), {"model.tflite": b"new", "model_data.cc": "x", "report.json": "{}"})
+    assert sorted(os.listdir(out)) == ["main.cc", "model.tflite", "report.json", "src"]
+    assert (out / "model.tflite").read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["model"]  # no staging folder left behind
+    monkeypatch.undo()
+    files.write_folder(str(out), {"model.tflite": b"new", "model_data.cc": "x", "report.json": "{}"})
+    assert sorted(os.listdir(out)) == ["main.cc", "model.tflite", "model_data.cc", "report.json", "src"]
+    assert (out / "src" / "app.c").read_text() == "also mine" and (out / "model.tflite").read_bytes() == b"new"
+    with pytest.raises(ValueError, match="not export files"):
+        files.write_folder(str(out), {"notes.txt": "x"})
 
 
 # -- priority 3: clear errors -------------------------------------------------------------------
@@ -832,3 +844,39 @@ def test_reexport_removes_files_it_does_not_write(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     to_tflite(model, _data(12), output_dir=str(tmp_path), verify=False, c_array=False)
     assert sorted(os.listdir(tmp_path)) == ["model.tflite", "notes.txt", "report.json"]
+
+
+@pytest.mark.parametrize("kernel", ["fused", "unrolled"])
+@pytest.mark.parametrize("keras_lstm", [False, True])
+def test_lstm_without_bias_exports(kernel, keras_lstm):
+    """``use_bias=False`` (ours and Keras's LSTM): the fused twin gets zero gate biases (the
+    converter's calibration crashed on a fused LSTM without them)."""
+    keras.utils.set_random_seed(1)
+    layer = keras.layers.LSTM(U, use_bias=False) if keras_lstm else L.TernaryLSTM(U, use_bias=False)
+    model = keras.Sequential([keras.Input((T, F)), layer, keras.layers.Dense(C)])
+    res = to_tflite(model, _data(), lstm_kernel=kernel)
+    assert res.report["lstm"]["kernel"] == kernel
+    assert res.verification["tflm"]["relative_max_abs_error"] < REL_TOL
+    if not keras_lstm:
+        _assert_exact_pieces(model, res.model_bytes)
+
+
+@pytest.mark.parametrize("activation,ok", [("gelu", False), ("elu", False), ("softplus", False),
+                                           ("hard_silu", True), ("leaky_relu", True)])
+def test_activations_checked_at_analysis(activation, ok):
+    """An activation without an int8 TFLM kernel is refused before conversion, naming the
+    layer and the activation; the ones that convert to int8 builtins export."""
+    model = keras.Sequential([keras.Input((T, F)), L.TernaryGRU(U), keras.layers.Dense(C, activation=activation)])
+    if ok:
+        assert to_tflite(model, _data(12), verify=False).ops
+    else:
+        with pytest.raises(UnsupportedLayerError, match=rf"layer 'dense\w*' \(Dense\): activation='{activation}'"):
+            to_tflite(model, _data(12))
+
+
+def test_return_state_blamed_on_its_layer():
+    inp = keras.Input((T, F))
+    out, _ = keras.layers.GRU(U, return_state=True, name="encoder")(inp)
+    model = keras.Model(inp, keras.layers.Dense(C)(out))
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'encoder' \(GRU\): return_state=True"):
+        to_tflite(model, _data(12))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -199,3 +200,30 @@ def test_missing_sources_and_bad_arguments_are_clear(tmp_path, monkeypatch):
         firmware.build(str(tmp_path), "host")
     with pytest.raises(firmware.FirmwareError, match="not a folder"):
         firmware.build(str(tmp_path / "nope"), "host")
+
+
+@pytest.mark.slow
+def test_cli_firmware_command(tmp_path):
+    """``keras-lowprec firmware`` (the installed command, in a fresh process) builds and runs an
+    export's test vectors and prints mismatches, arena, flash and instructions."""
+    _require("cortex-m4")
+    out, _ = _export("gru-stream", tmp_path)
+    command = os.path.join(os.path.dirname(sys.executable), "keras-lowprec")
+    env = dict(os.environ, KERAS_LOWPREC_FIRMWARE_CACHE=BUILD)
+    proc = subprocess.run([command, "firmware", out, "--target", "cortex-m4"], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "cortex-m4: 6 test sequences, 24 int8 outputs: 0 differ from TFLM's Python interpreter" in proc.stdout
+    assert "instructions (QEMU -icount, not cycles)" in proc.stdout and "flash: model" in proc.stdout
+    # A corrupted expectation is reported as a mismatch with exit status 1.
+    data = os.path.join(out, "model_test_data.h")
+    text = open(data).read()
+    head, _, tail = text.partition("kTestExpected[24] = {\n    ")
+    first, _, rest = tail.partition(",")
+    open(data, "w").write(f"{head}kTestExpected[24] = {{\n    {int(first) ^ 1},{rest}")
+    proc = subprocess.run([command, "firmware", out, "--target", "host"], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 1 and "1 differ" in proc.stdout
+    proc = subprocess.run([command, "firmware", str(tmp_path / "nope")], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 1 and "keras-lowprec: error: export_dir: not a folder" in proc.stderr

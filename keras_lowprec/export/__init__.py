@@ -146,7 +146,28 @@ def check_representative_data(data, features: int | None = None, timesteps: int 
     return arr
 
 
+def check_output_dir(output_dir, name: str = "output_dir") -> None:
+    """Raises ``ExportError`` unless ``output_dir`` is a folder path that can be created or
+    written (checked before any conversion, so a bad path does not cost a whole export)."""
+    import os
+
+    if not isinstance(output_dir, (str, os.PathLike)):
+        raise ExportError(f"{name}: expected a folder path (str or os.PathLike), got {type(output_dir).__name__}.")
+    path = os.path.abspath(os.fspath(output_dir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ExportError(f"{name}: {output_dir!s} exists and is not a folder.")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ExportError(f"{name}: cannot create {output_dir!s}: {parent} is a file.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"{name}: {output_dir!s} is not writable ({parent} does not allow writing).")
+
+
 def _check_args(mode, timesteps, output_dir):
+    if output_dir is not None:
+        check_output_dir(output_dir)
     if mode not in MODES:
         raise ExportError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
     if timesteps is not None and (isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer))
@@ -302,7 +323,7 @@ def to_tflite(
     if isinstance(max_verify, bool) or not isinstance(max_verify, (int, np.integer)) or max_verify < 1:
         raise ExportError(f"max_verify must be a positive integer, got {max_verify!r}.")
     data = check_representative_data(representative_data)
-    from keras_lowprec.export import carray, flatbuffer, fused, graph, unroll
+    from keras_lowprec.export import flatbuffer, fused, graph, unroll
 
     t0 = time.perf_counter()
     plan = graph.analyze(model, timesteps, mode)
@@ -481,31 +502,36 @@ def to_tflite(
 
     result = ExportResult(model_bytes=model_bytes, ops=ops, arena_bytes=arena, report=report)
     if output_dir is not None:
-        import os
-
-        os.makedirs(output_dir, exist_ok=True)
-        paths = {"tflite": os.path.join(output_dir, "model.tflite")}
-        carray.write_atomic(paths["tflite"], model_bytes)
-        if c_array:
-            info = {"mode": mode, "timesteps": plan.timesteps if mode == "sequence" else None,
-                    "features": plan.features, "arena_recommended": recommended, "io": io,
-                    "arena_smallest": smallest,
-                    "state": state, "state_names": plan.state_names}
-            paths["cc"] = os.path.join(output_dir, "model_data.cc")
-            paths["h"] = os.path.join(output_dir, "model_data.h")
-            paths["ops"] = os.path.join(output_dir, "model_ops.h")
-            carray.write_atomic(paths["cc"], carray.model_data_cc(model_bytes))
-            carray.write_atomic(paths["h"], carray.model_data_h(model_bytes, info))
-            carray.write_atomic(paths["ops"], carray.model_ops_h(ops, kernel_sets))
-            if vectors is not None:
-                paths["test_data"] = os.path.join(output_dir, "model_test_data.h")
-                carray.write_atomic(paths["test_data"], carray.model_test_data_h(*vectors))
-        paths["report"] = os.path.join(output_dir, "report.json")
-        report["paths"] = dict(paths)
-        carray.write_atomic(paths["report"], carray.report_json(report))
-        carray.remove_stale(output_dir, paths.values())
+        info = {"mode": mode, "timesteps": plan.timesteps if mode == "sequence" else None,
+                "features": plan.features, "arena_recommended": recommended, "io": io,
+                "arena_smallest": smallest, "state": state, "state_names": plan.state_names}
+        paths = _emit(output_dir, model_bytes, report, info if c_array else None, ops, kernel_sets, vectors)
         result.paths = paths
     return result
+
+
+def _emit(output_dir, model_bytes: bytes, report: dict, info: dict | None, ops: list[str], kernel_sets: str,
+          vectors) -> dict[str, str]:
+    """Writes the export folder as one set (``files.write_folder``): the model, the C files
+    when ``info`` is given (with the test vectors when there are any), the report."""
+    import os
+
+    from keras_lowprec.export import carray, files
+
+    out = {"model.tflite": model_bytes}
+    if info is not None:
+        out["model_data.cc"] = carray.model_data_cc(model_bytes)
+        out["model_data.h"] = carray.model_data_h(model_bytes, info)
+        out["model_ops.h"] = carray.model_ops_h(ops, kernel_sets)
+        if vectors is not None:
+            out["model_test_data.h"] = carray.model_test_data_h(*vectors)
+    keys = {"model.tflite": "tflite", "model_data.cc": "cc", "model_data.h": "h", "model_ops.h": "ops",
+            "model_test_data.h": "test_data", "report.json": "report"}
+    paths = {keys[name]: os.path.join(os.fspath(output_dir), name) for name in [*out, "report.json"]}
+    report["paths"] = dict(paths)
+    out["report.json"] = carray.report_json(report)
+    files.write_folder(output_dir, out)
+    return paths
 
 
 def _recommended_arena(smallest: int | None) -> int:
@@ -584,6 +610,10 @@ def _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress) 
         return None if progress is None else (lambda i, n: progress(stage, i, n))
 
     out: dict[str, Any] = {"samples": int(len(held)), "held_out": held_out}
+    arena = max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes))  # generous; the used size is measured
+    # In a child process first: TFLM and LiteRT abort the whole process on some models.
+    _, smallest = verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1, arena,
+                                        smallest=True, litert=True)
     litert = verify_lib.LiteRTRunner(model_bytes)
     if masked:
         out["masked_frames"] = {"mask_value": plan.mask_value,
@@ -593,9 +623,6 @@ def _verify(model, plan, model_bytes, held, held_out, mode, n_states, progress) 
     got_lite = verify_lib.run_sequences(litert, frames, mode, n_states, prog("litert"))
     grid = litert.output_quant(0)
     out["litert"] = verify_lib.compare(reference, got_lite, grid)
-    arena = max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes))  # generous; the used size is measured
-    _, smallest = verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1, arena,
-                                        smallest=True)
     tflm = verify_lib.TFLMRunner(model_bytes, arena)
     timings: list[float] = []
     got_tflm = verify_lib.run_sequences(tflm, frames, mode, n_states, prog("tflm"), timings)

@@ -1,10 +1,8 @@
-"""Files for firmware: the model as a C byte array, the op-resolver header, atomic writes."""
+"""Files for firmware: the model as a C byte array, the headers, the test vectors, the report."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 import numpy as np
 
@@ -24,51 +22,6 @@ def resolver_method(op: str) -> str:
     if op in _RESOLVER_EXCEPTIONS:
         return _RESOLVER_EXCEPTIONS[op]
     return "Add" + "".join(part.capitalize() for part in op.split("_"))
-
-
-def write_atomic(path: str, data: bytes | str) -> None:
-    """Writes ``path`` through a temporary file in the same folder and ``os.replace``:
-    an interruption leaves the old file or none, never a half-written one."""
-    if isinstance(data, str):
-        data = data.encode()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-# Every file an export may write: a re-export removes those it did not write this time, so
-# the folder never mixes two models (e.g. test vectors of the previous one).
-EXPORT_FILES = ("model.tflite", "model_data.cc", "model_data.h", "model_ops.h", "model_test_data.h", "report.json")
-
-
-def remove_stale(folder: str, written) -> None:
-    """Removes the export files in ``folder`` that are not in ``written``."""
-    keep = {os.path.basename(p) for p in written}
-    for name in EXPORT_FILES:
-        if name not in keep:
-            try:
-                os.unlink(os.path.join(folder, name))
-            except FileNotFoundError:
-                pass
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def model_data_cc(model_bytes: bytes, symbol: str = "g_model_data", header: str = "model_data.h") -> str:

@@ -120,7 +120,8 @@ def build(export_dir: str, target: str, *, tflm_dir: str | None = None, build_di
     tflm = find_tflm(tflm_dir)
     missing = missing_tools(target)
     if missing:
-        raise FirmwareError(f"target {target!r} needs {', '.join(missing)} on PATH (Debian: apt-get install {_DEBIAN}).")
+        raise FirmwareError(f"target {target!r} needs {', '.join(missing)} on PATH "
+                            f"(Debian: apt-get install {_DEBIAN}).")
     out = os.path.join(_cache_root(build_dir), hashlib.sha1(tflm.encode()).hexdigest()[:10])
     key = "|".join([os.path.realpath(export_dir), app or "", *extra_defines])
     name = hashlib.sha1(key.encode()).hexdigest()[:12]
@@ -140,7 +141,8 @@ def build(export_dir: str, target: str, *, tflm_dir: str | None = None, build_di
     if proc.returncode != 0:
         errors = [line for line in (proc.stderr + proc.stdout).splitlines()
                   if re.search(r"error:|\*\*\*|undefined reference|#error", line)]
-        raise FirmwareError(f"building {export_dir} for {target} failed: " + " | ".join(errors[-5:] or [proc.stderr[-800:]]))
+        detail = " | ".join(errors[-5:] or [proc.stderr[-800:]])
+        raise FirmwareError(f"building {export_dir} for {target} failed: {detail}")
     return os.path.join(out, target, "apps", name, "app" if target == "host" else "app.elf")
 
 

@@ -35,9 +35,26 @@ def _schema():
     return schema
 
 
-def read(model_bytes: bytes):
+def read(model_bytes: bytes, name: str = "model_bytes"):
+    """The flatbuffer as a mutable ``ModelT``; ``ExportError`` naming ``name`` if the bytes
+    are not a TFLite model."""
+    check_model_bytes(model_bytes, name)
     schema = _schema()
-    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(model_bytes), 0))
+    try:
+        return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(model_bytes), 0))
+    except Exception as err:  # noqa: BLE001 - struct.error, IndexError... from a damaged buffer
+        raise ExportError(f"{name}: not a readable TFLite flatbuffer ({type(err).__name__}: {err}).") from None
+
+
+def check_model_bytes(model_bytes, name: str = "model_bytes") -> None:
+    """Cheap checks before a flatbuffer is parsed or handed to an interpreter: bytes-like,
+    at least a header, and TFLite's file identifier ``TFL3`` at offset 4."""
+    if not isinstance(model_bytes, (bytes, bytearray, memoryview)):
+        raise ExportError(f"{name}: expected the bytes of a .tflite model, got {type(model_bytes).__name__}.")
+    data = bytes(model_bytes[:8])
+    if len(model_bytes) < 16 or data[4:8] != b"TFL3":
+        raise ExportError(f"{name}: not a TFLite flatbuffer ({len(model_bytes)} bytes without the 'TFL3' file "
+                          "identifier); pass the bytes of a model written by to_tflite (model.tflite).")
 
 
 def write(model) -> bytes:

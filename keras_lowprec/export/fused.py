@@ -100,11 +100,12 @@ def twin_model(plan, timesteps: int):
             continue
         if stage.kind == "rnn":
             values = stage.cell[1]
-            use_bias = "bias" in values
-            twin = tf_keras.layers.LSTM(stage.units, use_bias=use_bias, return_sequences=stage.return_sequences,
-                                        name=f"{stage.name}_twin")
+            # Always with gate biases (zeros for use_bias=False): the converter's fused LSTM
+            # without them crashes TFLite's calibration.
+            bias = values.get("bias", np.zeros(4 * stage.units, np.float32))
+            twin = tf_keras.layers.LSTM(stage.units, return_sequences=stage.return_sequences, name=f"{stage.name}_twin")
             x = twin(x)
-            twin.set_weights([values["kernel"], values["recurrent_kernel"]] + ([values["bias"]] if use_bias else []))
+            twin.set_weights([values["kernel"], values["recurrent_kernel"], bias])
         elif stage.kind == "affine":
             scale, offset = stage.affine
             x = tf_keras.layers.Lambda(lambda t, s=scale, o=offset: t * s + o, name=f"{stage.name}_twin")(x)

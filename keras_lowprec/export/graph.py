@@ -41,6 +41,11 @@ _APPLY = {
     "Reshape": False,
 }
 _RNN = ("LSTM", "GRU", "SimpleRNN")
+# Activations the converter turns into int8 builtins that TFLM runs (keras.activations names;
+# elu, selu, gelu, softplus, exponential and mish leave float ops or ops TFLM lacks).
+ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "hard_sigmoid", "silu", "hard_silu",
+               "leaky_relu", "softsign", "log_softmax")
+_ACTIVATION_ATTRS = ("activation", "recurrent_activation")
 _CELL_MATH_ARGS = ("units", "activation", "recurrent_activation", "use_bias", "reset_after")
 
 SUPPORTED_LAYERS = (
@@ -167,6 +172,12 @@ def _chain(model) -> list:
             "the exporter handles models with one input and one output."
         )
     layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+    for layer in layers:  # before the chain check, which would blame the next layer
+        if getattr(layer, "return_state", False):
+            raise UnsupportedLayerError(
+                f"layer '{layer.name}' ({type(layer).__name__}): return_state=True is not supported; export a "
+                "model whose recurrent layers return only their output (mode='stream' exposes the states)."
+            )
     if not isinstance(model, keras.Sequential):
         prev = model.inputs[0]
         for layer in layers:
@@ -313,6 +324,23 @@ def _layer_norm_stage(layer) -> "Stage":
     return Stage("layernorm", layer, layer.name, affine=(np.asarray(gamma, np.float32), np.asarray(beta, np.float32)))
 
 
+def _check_activations(layer) -> None:
+    """Refuses an activation the int8 builtins cannot compute (e.g. gelu), naming it."""
+    import keras
+
+    for attr in _ACTIVATION_ATTRS:
+        fn = getattr(layer, attr, None) or getattr(getattr(layer, "cell", None), attr, None)
+        if fn is None:
+            continue
+        name = keras.activations.serialize(fn) if callable(fn) else fn
+        name = name.get("config", name) if isinstance(name, dict) else name
+        if name not in ACTIVATIONS:
+            raise UnsupportedLayerError(
+                f"layer '{layer.name}' ({type(layer).__name__}): {attr}={name!r} has no int8 TFLM kernel; the "
+                f"exporter supports {', '.join(ACTIVATIONS)}."
+            )
+
+
 def analyze(model, timesteps: int | None, mode: str) -> Plan:
     """Reads ``model`` as a chain of stages; raises on anything the exporter cannot handle."""
     import keras
@@ -340,6 +368,7 @@ def analyze(model, timesteps: int | None, mode: str) -> Plan:
     plan = Plan(stages=[], timesteps=T, features=int(features))
     for layer in layers:
         _check_finite(layer)
+        _check_activations(layer)
         base = _base_name(layer)
         cls = type(layer).__name__
         if isinstance(layer, keras.layers.Bidirectional):

@@ -177,6 +177,15 @@ def load(arena):
 
 model = open(sys.argv[1], "rb").read()
 arena, n = int(sys.argv[2]), int(sys.argv[3])
+if sys.argv[6] == "1":
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    lite = Interpreter(model_content=model,
+                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    lite.allocate_tensors()
+    for d in lite.get_input_details():
+        lite.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    lite.invoke()
+    print("litert ok", flush=True)
 it = load(arena)
 print("ok", flush=True)
 it.print_allocations()
@@ -196,34 +205,48 @@ while hi - lo > 16:
 """
 
 
-def probe_tflm(model_bytes: bytes, n_inputs: int, arena_size: int = DEFAULT_ARENA,
-               timeout: float = 120.0, smallest: bool = False) -> int | tuple[int | None, int | None] | None:
+def probe_tflm(model_bytes: bytes, n_inputs: int, arena_size: int = DEFAULT_ARENA, timeout: float = 120.0,
+               smallest: bool = False, litert: bool = False) -> int | tuple[int | None, int | None] | None:
     """Loads and invokes the model once in TFLM in a child process; returns the arena bytes used
     (``smallest=True``: ``(used, smallest arena that loads and invokes)``, found by bisection).
+    ``litert=True``: in LiteRT first, too.
 
-    Some models make TFLM abort the whole process (e.g. a kernel's check on a degenerate
-    quantization scale) instead of returning an error; the child takes that hit and the
-    exporter raises ``TFLMError`` with what TFLM printed.
+    Some models make TFLM or LiteRT abort the whole process (e.g. a kernel's check on a
+    degenerate quantization scale, or a requantization multiplier that overflows) instead
+    of returning an error; the child takes that hit and this raises ``TFLMError`` with what
+    the interpreter printed.
     """
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.tflite")
         with open(path, "wb") as fh:
             fh.write(model_bytes)
-        proc = _probe_child(path, arena_size, n_inputs, 0, 0, timeout)
-        if proc.returncode != 0 or "ok" not in proc.stdout:
-            text = " ".join(line.strip() for line in (proc.stderr or "").splitlines()
-                            if line.strip() and not line.startswith(("Traceback", "  File", "    ")))
-            how = f"exit status {proc.returncode}" if proc.returncode >= 0 else f"killed by signal {-proc.returncode}"
-            raise TFLMError(
-                f"TFLM cannot run the model ({how}): {text[-800:] or 'no message'}. A common cause is a layer "
-                "whose activations are all zero on the representative data (degenerate quantization scales); "
-                "check the data and the trained weights."
-            )
+        proc = _probe_child(path, arena_size, n_inputs, 0, 0, timeout, litert)
+        if litert and "litert ok" not in proc.stdout:
+            raise TFLMError(f"LiteRT cannot run the model ({_how(proc)}): {_child_message(proc)}. {_HINT}")
+        if proc.returncode != 0 or "ok" not in proc.stdout.replace("litert ok", ""):
+            raise TFLMError(f"TFLM cannot run the model ({_how(proc)}): {_child_message(proc)}. {_HINT}")
         m = re.search(r"Arena allocation total (\d+) bytes", proc.stderr or "")
         used = int(m.group(1)) if m else None
         if not smallest:
             return used
         return used, _smallest_arena(path, n_inputs, used or 0, arena_size, timeout)
+
+
+_HINT = ("Common causes: a layer whose activations are all zero on the representative data (degenerate "
+         "quantization scales), or inputs so large that int8 requantization overflows; check the data (e.g. "
+         "normalize the features) and the trained weights.")
+
+
+def _how(proc) -> str:
+    return f"exit status {proc.returncode}" if proc.returncode >= 0 else f"killed by signal {-proc.returncode}"
+
+
+def _child_message(proc) -> str:
+    """The interpreter's own lines from a child's stderr (no traceback, no TF start-up logging)."""
+    skip = ("Traceback", "  File", "    ", "WARNING: All log messages", "I0000", "W0000", "E0000")
+    text = " ".join(line.strip() for line in (proc.stderr or "").splitlines()
+                    if line.strip() and not line.startswith(skip))
+    return text[-800:] or "no message"
 
 
 def _smallest_arena(path: str, n_inputs: int, lo: int, hi: int, timeout: float) -> int:
@@ -241,12 +264,13 @@ def _smallest_arena(path: str, n_inputs: int, lo: int, hi: int, timeout: float) 
     return hi
 
 
-def _probe_child(path: str, arena: int, n_inputs: int, lo: int, hi: int, timeout: float):
+def _probe_child(path: str, arena: int, n_inputs: int, lo: int, hi: int, timeout: float, litert: bool = False):
     import subprocess
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     try:
-        return subprocess.run([sys.executable, "-c", _PROBE, path, str(arena), str(n_inputs), str(lo), str(hi)],
+        return subprocess.run([sys.executable, "-c", _PROBE, path, str(arena), str(n_inputs), str(lo), str(hi),
+                               "1" if litert else "0"],
                               capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         raise TFLMError(f"TFLM did not finish loading and running the model within {timeout:.0f} s.") from None
