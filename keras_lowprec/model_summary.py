@@ -125,6 +125,10 @@ def summary(model: keras.Model, print_fn: Callable[[str], None] | None = None) -
     biases int32) and packed at the method's minimal bits; fraction of weights that
     round to zero. The model must be built.
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"summary: expected a keras.Model, got {type(model).__name__}.")
+    if print_fn is not None and not callable(print_fn):
+        raise TypeError(f"summary: print_fn must be callable, got {print_fn!r}.")
     if not model.built:
         raise ValueError("summary: the model is not built; call it on data or give it an Input first.")
     result = ModelSummary([_layer_summary(layer) for layer in model.layers if layer.weights])

@@ -56,6 +56,9 @@ QUANTIZER_CASES = [
     (lambda: L.TernaryLSTM(4, kernel_quantizer="quinary"), ValueError, r"Unknown quantizer 'quinary'"),
     (lambda: kl.quantize_model("model"), TypeError, r"quantize_model expects a keras.Model, got str"),
     (lambda: kl.quantize_model(_model(), bias_quantizer="x"), ValueError, r"quantize_model `bias_quantizer`"),
+    (lambda: kl.summary("model"), TypeError, r"summary: expected a keras.Model, got str"),
+    (lambda: kl.summary(_model(), print_fn="stdout"), TypeError, r"summary: print_fn must be callable"),
+    (lambda: q.Exponential(num_levels=0), ValueError, r"Exponential: `num_levels` must be >= 1, got 0"),
 ]
 
 DATASET_CASES = [
@@ -96,6 +99,9 @@ def _export_cases(tmp_path):
         (lambda: to_tflite(m, np.full((4, T, F), np.nan, np.float32)), r"representative_data: contains NaN"),
         (lambda: to_tflite(m, _x()[..., :2]), r"representative_data: 2 features per step, but the model expects 3"),
         (lambda: to_tflite("model", _x()), r"to_tflite expects a keras.Model, got str"),
+        (lambda: to_tflite(m, _x(), verify="no"), r"verify must be True or False, got 'no'"),
+        (lambda: to_tflite(m, _x(), c_array=1), r"c_array must be True or False, got 1"),
+        (lambda: to_tflite(m, _x(), progress="bar"), r"progress must be a callable"),
     ]
 
 
@@ -124,6 +130,14 @@ def test_bad_model_bytes(data, match):
         run_tflm(data, _x(2))
     with pytest.raises(ExportError, match=match):
         read_metadata(data)
+
+
+def test_run_tflm_arena_size_checked():
+    from keras_lowprec.export import ExportError, run_tflm, to_tflite
+
+    model_bytes = to_tflite(_model(), _x(), verify=False).model_bytes
+    with pytest.raises(ExportError, match=r"arena_size must be an integer number of bytes >= 1024"):
+        run_tflm(model_bytes, _x(2), arena_size=-5)
 
 
 def test_quantize_model_reaches_wrappers_and_nested_models_and_says_what_it_left():

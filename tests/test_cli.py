@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -14,6 +15,14 @@ import pytest
 from keras_lowprec import cli
 
 T, F, U, C = 5, 3, 4, 3
+
+
+def _fake_keras(tmp_path):
+    """A zip archive named .keras: passes the file checks, so the data checks come next."""
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", "{}")
+    return path
 
 
 def _err_line(capsys):
@@ -40,8 +49,7 @@ def test_missing_model(tmp_path, capsys):
     ],
 )
 def test_bad_data(tmp_path, capsys, array, match):
-    model = tmp_path / "m.keras"
-    model.write_bytes(b"not really a model")
+    model = _fake_keras(tmp_path)
     data = tmp_path / "d.npy"
     np.save(data, array)
     rc = cli.main(["export", str(model), "--data", str(data), "--out", str(tmp_path / "o")])
@@ -51,8 +59,7 @@ def test_bad_data(tmp_path, capsys, array, match):
 
 
 def test_bad_timesteps_and_unreadable_data(tmp_path, capsys):
-    model = tmp_path / "m.keras"
-    model.write_bytes(b"x")
+    model = _fake_keras(tmp_path)
     data = tmp_path / "d.npy"
     np.save(data, np.zeros((4, T, F), np.float32))
     rc = cli.main(["export", str(model), "--data", str(data), "--out", str(tmp_path / "o"), "--timesteps", "7"])

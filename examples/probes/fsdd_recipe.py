@@ -6,8 +6,9 @@ Gaussian noise 0.3, dropout 0.3, best validation epoch kept), trained with three
 variant. Variants change one or two things: batch normalization of the recurrent layer's
 input (``bn``: over batch and real frames, gamma starting at 0.1 as in the authors' code;
 ``bn1``: gamma starting at 1), a cosine learning-rate decay to 0 (``cos``), both. Writes
-validation accuracy per seed, mean and sd to ``results/probes/fsdd_recipe_<cell>.json``
-after every run; finished runs are skipped when the probe is started again.
+validation accuracy per seed, mean and sd, and the command that ran them, to
+``results/probes/fsdd_recipe_<cell>.json`` after every run; finished runs are skipped when
+the probe is started again.
 
     python examples/probes/fsdd_recipe.py --cell lstm --variants float ternary ternary+bn ...
 """
@@ -22,7 +23,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import common  # noqa: E402
 
 RECIPES = {"": {}, "bn": {"input_bn": 0.1}, "bn1": {"input_bn": 1.0}, "cos": {"lr_schedule": "cosine"},
-           "bn+cos": {"input_bn": 0.1, "lr_schedule": "cosine"}, "bn1+cos": {"input_bn": 1.0, "lr_schedule": "cosine"}}
+           "bn+cos": {"input_bn": 0.1, "lr_schedule": "cosine"}, "bn1+cos": {"input_bn": 1.0, "lr_schedule": "cosine"},
+           "sto": {"stochastic": True}, "long": {"epochs": 60}, "long+cos": {"epochs": 60, "lr_schedule": "cosine"},
+           "lr5e-3": {"lr": 5e-3}, "lr5e-3+cos": {"lr": 5e-3, "lr_schedule": "cosine"}}
 parser = argparse.ArgumentParser()
 parser.add_argument("--cell", choices=common.CELLS, required=True)
 parser.add_argument("--variants", nargs="+", required=True,
@@ -51,7 +54,7 @@ for variant in args.variants:
         accs = [r["validation_accuracy"] for r in entry["seeds"].values()]
         entry["validation_mean"] = statistics.mean(accs)
         entry["validation_sd"] = statistics.stdev(accs) if len(accs) > 1 else None
-        out["command"] = "python examples/probes/fsdd_recipe.py " + " ".join(sys.argv[1:])
+        entry["command"] = "python examples/probes/fsdd_recipe.py " + " ".join(sys.argv[1:])
         os.makedirs(os.path.dirname(OUT), exist_ok=True)
         with open(OUT, "w") as fh:
             json.dump(out, fh, indent=2, sort_keys=True)

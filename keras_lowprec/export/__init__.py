@@ -108,6 +108,9 @@ def run_tflm(model_bytes: bytes, x, *, arena_size: int | None = None) -> np.ndar
     # State inputs/outputs only where the state is not held in variable tensors.
     n_states = len(meta.get("state_names", [])) if meta.get("state", "io") == "io" else 0
     x = check_representative_data(x, meta.get("features"), meta.get("timesteps"), name="x")
+    if arena_size is not None and (isinstance(arena_size, bool) or not isinstance(arena_size, (int, np.integer))
+                                   or arena_size < 1024):
+        raise ExportError(f"arena_size must be an integer number of bytes >= 1024 (or None), got {arena_size!r}.")
     arena = arena_size or max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes))
     if mode == "stream" and meta.get("mask_value") is not None:
         from keras_lowprec.export import graph
@@ -322,6 +325,11 @@ def to_tflite(
     _check_args(mode, timesteps, output_dir)
     if isinstance(max_verify, bool) or not isinstance(max_verify, (int, np.integer)) or max_verify < 1:
         raise ExportError(f"max_verify must be a positive integer, got {max_verify!r}.")
+    for name, value in (("c_array", c_array), ("verify", verify)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ExportError(f"{name} must be True or False, got {value!r}.")
+    if progress is not None and not callable(progress):
+        raise ExportError(f"progress must be a callable progress(stage, done, total) or None, got {progress!r}.")
     data = check_representative_data(representative_data)
     from keras_lowprec.export import flatbuffer, fused, graph, unroll
 
