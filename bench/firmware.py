@@ -8,6 +8,11 @@ trained on the scikit-learn digits (8 time steps of 8 features, as in
 * ``cortex-m4``: Cortex-M4F under QEMU ``mps2-an386``, TFLM reference kernels;
 * ``cortex-m4-cmsis-nn``: the same with TFLM's CMSIS-NN kernels.
 
+Routes: sequence and stream exports with the default kernels, the LSTM also unrolled and
+streamed through the fused op, and LUT-compressed weights (``compress="flash"``: stream
+exports, and the fused LSTM sequence export; "weight bits" = bits per compressed weight in
+the file, value tables included).
+
 Per export and target: whether all int8 outputs equal TFLM's Python interpreter on the
 exporter's test vectors, ``arena_used_bytes()``, the header's ``kTensorArenaSize``, flash of
 the model and of TFLM with its kernels (linker map), and instructions per invoke and per
@@ -40,6 +45,8 @@ ROUTES = [
     ("stream", {"mode": "stream"}, ("LSTM", "GRU", "SimpleRNN")),
     ("sequence unrolled", {"lstm_kernel": "unrolled"}, ("LSTM",)),
     ("stream fused", {"mode": "stream", "lstm_kernel": "fused"}, ("LSTM",)),
+    ("stream compressed", {"mode": "stream", "compress": "flash"}, ("LSTM", "GRU", "SimpleRNN")),
+    ("sequence compressed", {"compress": "flash"}, ("LSTM",)),
 ]
 
 
@@ -99,6 +106,7 @@ def main(argv=None) -> int:
                            "model_bytes": rep["model_bytes"], "arena_python_used": rep["arena_bytes"],
                            "arena_smallest_host": rep["arena_smallest_bytes"],
                            "kTensorArenaSize": rep["arena_recommended"], "timesteps": 8,
+                           "compression": {k: v for k, v in rep.get("compression", {}).items() if k != "tensors"},
                            "targets": measure(out, rep, args.build_dir)}
                     rows.append(row)
                     print(_line(row), flush=True)
@@ -120,10 +128,11 @@ def main(argv=None) -> int:
 
 def table(result: dict) -> str:
     """Markdown: one row per export, Cortex-M4 figures with reference and CMSIS-NN kernels."""
-    lines = ["| model | export | graph | bit-exact host / M4 / M4 CMSIS-NN | model flash B | TFLM flash B "
+    lines = ["| model | export | graph | bit-exact host / M4 / M4 CMSIS-NN | weight bits | model flash B "
+             "| TFLM flash B "
              "(ref / CMSIS-NN) | kTensorArenaSize | arena used M4 (ref / CMSIS-NN) | instructions per step M4 "
              "(ref / CMSIS-NN) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         t = row["targets"]
         ref, cm = t["cortex-m4"], t["cortex-m4-cmsis-nn"]
@@ -133,8 +142,11 @@ def table(result: dict) -> str:
             f"refused ({forced['mismatches']} of {forced['outputs']} wrong if forced)" if refused
             else ("yes" if cm["passed"] else "no"))
         cm_run = forced if refused else cm
+        comp = row.get("compression") or {}
+        bits = f"{comp['bits_per_weight']:.2f}" if comp.get("applied") else "8"
         lines.append(
             f"| {row['kind']} {row['units']} {row['method'].lower()} | {row['export']} | {row['graph']} | {exact} | "
+            f"{bits} | "
             f"{ref['flash']['model']:,} | {ref['flash']['tflm']:,} / {cm_run['flash']['tflm']:,} | "
             f"{row['kTensorArenaSize']:,} | {ref['arena_used_bytes']:,} / {cm_run['arena_used_bytes']:,} | "
             f"{ref['instructions_per_step']:,.0f} / {cm_run['instructions_per_step']:,.0f}"

@@ -88,6 +88,7 @@ def export_ternary(model, keras_accuracy, x_train, x_test, y_test, out_dir) -> N
     print(f"  TFLM arena: {result.arena_bytes:,} B; ops: {', '.join(result.ops)}")
     for name, path in sorted(result.paths.items()):
         print(f"  wrote {path}")
+    print(f"  build and check it on a board model: keras-lowprec firmware {out_dir} --target cortex-m4")
 
 
 if __name__ == "__main__":

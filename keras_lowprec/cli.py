@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--lstm-kernel", choices=("auto", "fused", "unrolled"), default="auto",
                      help="auto: TFLite's fused LSTM op (int16 cell state) when every RNN is an LSTM it can run "
                           "(default); fused: that or an error; unrolled: op by op, int8 cell state")
+    exp.add_argument("--compress", choices=("auto", "flash"), default=None,
+                     help="LUT-compress weights with few levels (TFLM DECODE; ternary at 2 bits): auto = only when "
+                          "it saves more flash than it adds arena, flash = whenever it saves flash")
     exp.add_argument("--no-verify", action="store_true", help="skip the LiteRT/TFLM verification")
     exp.add_argument("--no-c-array", action="store_true", help="write only model.tflite and report.json")
     exp.add_argument("--quiet", action="store_true", help="no progress display")
@@ -161,6 +164,7 @@ def _export(args) -> int:
     try:
         result = to_tflite(model, args._data, timesteps=args.timesteps, mode=args.mode, output_dir=args.out,
                            c_array=not args.no_c_array, verify=not args.no_verify, lstm_kernel=args.lstm_kernel,
+                           compress=args.compress or False,
                            progress=_Progress(args.quiet))
     except ExportError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
@@ -174,6 +178,16 @@ def _export(args) -> int:
         f"weights exact: {rep['exactness']['all_exact']} ({rep['exactness']['exact_tensors']} exact tensors, "
         f"{rep['exactness']['plain_int8_tensors']} plain int8)",
     ]
+    comp = rep.get("compression")
+    if comp and "model_bytes" in comp:
+        lines.append(
+            f"compression ({comp['requested']}): {'applied' if comp['applied'] else 'not applied'}; model "
+            f"{comp['model_bytes']['uncompressed']} -> {comp['model_bytes']['compressed']} bytes, smallest arena "
+            f"{comp['arena_smallest_bytes']['uncompressed']} -> {comp['arena_smallest_bytes']['compressed']} bytes, "
+            f"{comp['bits_per_weight']:.2f} bits per compressed weight" + (f" ({comp['reason']})" if "reason" in comp
+                                                                          else ""))
+    elif comp:
+        lines.append(f"compression ({comp['requested']}): not applied ({comp['reason']})")
     if "verification" in rep:
         v = rep["verification"]["tflm"]
         agree, ceiling = v.get("argmax_agreement"), v.get("output_grid_ceiling")

@@ -880,3 +880,47 @@ def test_return_state_blamed_on_its_layer():
     model = keras.Model(inp, keras.layers.Dense(C)(out))
     with pytest.raises(UnsupportedLayerError, match=r"layer 'encoder' \(GRU\): return_state=True"):
         to_tflite(model, _data(12))
+
+
+def _wide_model(kind: str, units: int = 32, features: int = 8):
+    keras.utils.set_random_seed(3)
+    return keras.Sequential([keras.Input((T, features)), getattr(L, f"Ternary{kind}")(units, name="rnn"),
+                             L.TernaryDense(C, name="head")], name="wide")
+
+
+def test_compress_stream_step_graph(tmp_path):
+    """Ternary weights as 2-bit LUT indices (TFLM DECODE): the same int8 outputs as the
+    uncompressed export, about 2 bits per weight in the file, DECODE registered."""
+    model = _wide_model("GRU")
+    x = np.random.default_rng(0).normal(size=(30, T, 8)).astype(np.float32)
+    plain = to_tflite(model, x, mode="stream", verify=False)
+    res = to_tflite(model, x, mode="stream", compress="flash", output_dir=str(tmp_path))
+    comp = res.report["compression"]
+    assert comp["applied"] and comp["same_outputs"]["identical"], comp
+    assert {r["bits"] for r in comp["tensors"]} == {2}
+    assert comp["bits_per_weight"] <= 2.1
+    assert comp["model_bytes"] == {"uncompressed": len(plain.model_bytes), "compressed": len(res.model_bytes)}
+    assert len(res.model_bytes) < 0.8 * len(plain.model_bytes)
+    assert "CUSTOM:TFLM_DECODE" in res.ops and "AddDecode()" in (tmp_path / "model_ops.h").read_text()
+    held = np.random.default_rng(9).normal(size=(5, T, 8)).astype(np.float32)
+    np.testing.assert_array_equal(run_tflm(res.model_bytes, held), run_tflm(plain.model_bytes, held))
+    assert res.report["kernel_sets"] == "any"
+
+
+def test_compress_decisions():
+    """auto keeps the uncompressed model where compression does not pay or restricts the
+    kernel sets, and says why; flash applies it to the fused LSTM and restricts it to the
+    reference kernels (CMSIS-NN's LSTM pre-sums constant weights when it prepares)."""
+    x = np.random.default_rng(0).normal(size=(30, T, 8)).astype(np.float32)
+    tiny = to_tflite(_model("Ternary", "GRU", train=False), _data(12), mode="stream", compress=True, verify=False)
+    assert not tiny.report["compression"]["applied"] and "larger" in tiny.report["compression"]["reason"]
+    lstm = _wide_model("LSTM")
+    auto = to_tflite(lstm, x, compress="auto", verify=False)
+    assert not auto.report["compression"]["applied"] and "CMSIS-NN" in auto.report["compression"]["reason"]
+    flash = to_tflite(lstm, x, compress="flash", verify=False)
+    assert flash.report["compression"]["applied"] and flash.report["kernel_sets"] == "reference"
+    assert "pre-sums" in flash.report["not_on_cmsis_nn"]
+    seq = to_tflite(_wide_model("GRU"), x, compress="flash", verify=False)
+    assert not seq.report["compression"]["applied"] and "DECODE per read" in seq.report["compression"]["reason"]
+    with pytest.raises(ExportError, match="compress must be False, True, 'auto' or 'flash'; got 'yes'"):
+        to_tflite(lstm, x, compress="yes")

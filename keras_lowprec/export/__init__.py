@@ -220,6 +220,12 @@ def _spread(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, num=min(n, k)).round().astype(int))
 
 
+STREAM_FUSED_ON_CMSIS_NN = (
+    "this stream export keeps the LSTM state in variable tensors between invokes, which TFLM's CMSIS-NN LSTM "
+    "kernel resets at every invoke; export with lstm_kernel='unrolled' (the default in stream mode) for CMSIS-NN")
+COMPRESSED_FUSED_ON_CMSIS_NN = (
+    "TFLM's CMSIS-NN LSTM kernel needs constant weights when it prepares (it pre-sums them), and compressed "
+    "weights are decoded at run time; export without compress for CMSIS-NN")
 STREAM_UNFUSED_REASON = (
     "stream mode: the step graph keeps the state in explicit inputs/outputs, which every TFLM kernel set "
     "runs (TFLM's CMSIS-NN LSTM kernel resets the fused op's state at every invoke); "
@@ -277,6 +283,7 @@ def to_tflite(
     max_verify: int = 200,
     progress: Callable[[str, int, int], None] | None = None,
     lstm_kernel: str = "auto",
+    compress: bool | str = False,
     _probe: bool = True,
 ) -> ExportResult:
     """Exports ``model`` to an int8 TFLite flatbuffer for TensorFlow Lite Micro.
@@ -312,6 +319,12 @@ def to_tflite(
             (int16 cell state, see ``fused``) when every recurrent layer is an LSTM the
             kernel can run, else the unrolled graph; ``"fused"``: that op or an error;
             ``"unrolled"``: every LSTM written out op by op with int8 tensors.
+        compress: ``False`` (default); ``True`` or ``"auto"``: weight tensors with few levels
+            as TFLM LUT-compressed tensors (2-bit ternary indices, 4-bit exponential ones;
+            a ``TFLM_DECODE`` op restores them in the arena) when that saves more flash
+            than it adds arena; ``"flash"``: whenever it saves flash. Applied only when the
+            compressed model gives the same int8 outputs in TFLM; ``report["compression"]``
+            gives both sizes and arenas and the decision.
 
     Returns:
         :class:`ExportResult`.
@@ -325,6 +338,9 @@ def to_tflite(
     _check_args(mode, timesteps, output_dir)
     if isinstance(max_verify, bool) or not isinstance(max_verify, (int, np.integer)) or max_verify < 1:
         raise ExportError(f"max_verify must be a positive integer, got {max_verify!r}.")
+    from keras_lowprec.export import compress as compress_lib
+
+    compress = compress_lib.check_mode(compress)
     for name, value in (("c_array", c_array), ("verify", verify)):
         if not isinstance(value, (bool, np.bool_)):
             raise ExportError(f"{name} must be True or False, got {value!r}.")
@@ -412,9 +428,9 @@ def to_tflite(
     # tensors, kept by TFLM: Reset() before every new sequence, in both modes), "io" (stream
     # mode: inputs/outputs 1..), None (unrolled sequence graph: nothing is carried).
     state = "variables" if use_fused else ("io" if mode == "stream" else None)
-    # TFLM's CMSIS-NN LSTM kernel starts from zero state at every invoke: a fused stream
-    # export runs correctly only on the reference kernels (model_ops.h refuses CMSIS-NN).
-    kernel_sets = "reference" if use_fused and mode == "stream" else "any"
+    # Why a model runs correctly only on TFLM's reference kernels (model_ops.h then refuses
+    # a CMSIS-NN build): the CMSIS-NN LSTM kernel starts from zero state at every invoke.
+    not_on_cmsis_nn = STREAM_FUSED_ON_CMSIS_NN if use_fused and mode == "stream" else None
     has_lstm = any(s.kind == "rnn" and graph._base_name(s.layer) == "LSTM" for s in plan.stages)
     lstm_info = None if not has_lstm else (
         {"kernel": "fused", "op": "UNIDIRECTIONAL_SEQUENCE_LSTM", "cell_state": "int16"} if use_fused
@@ -463,7 +479,8 @@ def to_tflite(
         "state": state,
         "state_names": plan.state_names,
         "lstm": lstm_info,
-        "kernel_sets": kernel_sets,
+        "kernel_sets": "reference" if not_on_cmsis_nn else "any",
+        "not_on_cmsis_nn": not_on_cmsis_nn,
         "ops": ops,
         "io": io,
         "model_bytes": len(model_bytes),
@@ -504,6 +521,17 @@ def to_tflite(
         vectors = None
         arena, smallest = verify_lib.probe_tflm(model_bytes, 1 + n_states if mode == "stream" else 1,
                                                 max(verify_lib.DEFAULT_ARENA, 8 * len(model_bytes)), smallest=True)
+    if compress:
+        check = graph.real_frames(held, plan.mask_value) if mode == "stream" and plan.mask_value is not None \
+            else held
+        comp = _compressed(model_bytes, report, compress, check, mode, n_states, smallest)
+        if comp is not None:
+            model_bytes, smallest, arena = comp
+            ops = report["ops"] = flatbuffer.op_names(flatbuffer.read(model_bytes))
+            report["model_bytes"] = len(model_bytes)
+            if use_fused:
+                not_on_cmsis_nn = report["not_on_cmsis_nn"] = COMPRESSED_FUSED_ON_CMSIS_NN
+                report["kernel_sets"] = "reference"
     report["arena_bytes"] = arena
     report["arena_smallest_bytes"] = smallest
     report["arena_recommended"] = recommended = _recommended_arena(smallest)
@@ -513,13 +541,13 @@ def to_tflite(
         info = {"mode": mode, "timesteps": plan.timesteps if mode == "sequence" else None,
                 "features": plan.features, "arena_recommended": recommended, "io": io,
                 "arena_smallest": smallest, "state": state, "state_names": plan.state_names}
-        paths = _emit(output_dir, model_bytes, report, info if c_array else None, ops, kernel_sets, vectors)
+        paths = _emit(output_dir, model_bytes, report, info if c_array else None, ops, not_on_cmsis_nn, vectors)
         result.paths = paths
     return result
 
 
-def _emit(output_dir, model_bytes: bytes, report: dict, info: dict | None, ops: list[str], kernel_sets: str,
-          vectors) -> dict[str, str]:
+def _emit(output_dir, model_bytes: bytes, report: dict, info: dict | None, ops: list[str],
+          not_on_cmsis_nn: str | None, vectors) -> dict[str, str]:
     """Writes the export folder as one set (``files.write_folder``): the model, the C files
     when ``info`` is given (with the test vectors when there are any), the report."""
     import os
@@ -530,7 +558,7 @@ def _emit(output_dir, model_bytes: bytes, report: dict, info: dict | None, ops: 
     if info is not None:
         out["model_data.cc"] = carray.model_data_cc(model_bytes)
         out["model_data.h"] = carray.model_data_h(model_bytes, info)
-        out["model_ops.h"] = carray.model_ops_h(ops, kernel_sets)
+        out["model_ops.h"] = carray.model_ops_h(ops, not_on_cmsis_nn)
         if vectors is not None:
             out["model_test_data.h"] = carray.model_test_data_h(*vectors)
     keys = {"model.tflite": "tflite", "model_data.cc": "cc", "model_data.h": "h", "model_ops.h": "ops",
@@ -540,6 +568,46 @@ def _emit(output_dir, model_bytes: bytes, report: dict, info: dict | None, ops: 
     out["report.json"] = carray.report_json(report)
     files.write_folder(output_dir, out)
     return paths
+
+
+def _compressed(model_bytes: bytes, report: dict, how: str, x: np.ndarray, mode: str, n_states: int,
+                smallest: int | None) -> tuple[bytes, int | None, int | None] | None:
+    """LUT compression of the export (``compress``), kept when it gives TFLM's int8 outputs
+    of the uncompressed model on ``x`` and pays off as ``how`` asks; fills
+    ``report["compression"]``. Returns ``(model bytes, smallest arena, arena used)`` or None."""
+    from keras_lowprec.export import compress as compress_lib
+    from keras_lowprec.export import verify as verify_lib
+
+    comp, info = compress_lib.compress(model_bytes, report["tensors"], report["graph"])
+    out = report["compression"] = {"requested": how, "applied": False, **info}
+    if comp is None:
+        return None
+    n_inputs = 1 + n_states if mode == "stream" else 1
+    used, small = verify_lib.probe_tflm(comp, n_inputs, max(verify_lib.DEFAULT_ARENA, 8 * len(comp)), smallest=True)
+    runners = [verify_lib.TFLMRunner(b, verify_lib.DEFAULT_ARENA) for b in (model_bytes, comp)]
+    s, zp = runners[0].input_quant(0)
+    x_q = [verify_lib.quantize(np.asarray(seq), s, zp) for seq in list(x)[:50]]
+    plain, packed = (verify_lib.run_sequences_int8(r, x_q, mode, n_states) for r in runners)
+    same = all(np.array_equal(a, b) for a, b in zip(plain, packed))
+    saved, added = len(model_bytes) - len(comp), (small or 0) - (smallest or 0)
+    out.update({"model_bytes": {"uncompressed": len(model_bytes), "compressed": len(comp)},
+                "arena_smallest_bytes": {"uncompressed": smallest, "compressed": small},
+                "bits_per_weight": compress_lib.bits_per_weight(comp, info["tensors"]),
+                "same_outputs": {"sequences": len(x_q), "identical": same}})
+    if not same:
+        out["reason"] = "the compressed model's int8 outputs differ from the uncompressed model's in TFLM"
+    elif how == "auto" and report["graph"] == "fused-lstm":
+        out["reason"] = ("the fused LSTM with compressed weights runs on TFLM's reference kernels only ("
+                         + COMPRESSED_FUSED_ON_CMSIS_NN + "); compress='flash' applies it anyway")
+    elif saved <= 0:
+        out["reason"] = f"compression makes the file larger by {-saved} B (tables and DECODE ops)"
+    elif how == "auto" and added > saved:
+        out["reason"] = (f"saves {saved} B of flash but adds {added} B of arena (decoded weights live in RAM); "
+                         "compress='flash' applies it anyway")
+    else:
+        out["applied"] = True
+        return comp, small, used
+    return None
 
 
 def _recommended_arena(smallest: int | None) -> int:

@@ -90,6 +90,12 @@ def op_name(model, op) -> str:
     return name
 
 
+def tensor_name(tensor) -> str:
+    """A tensor's name as ``str`` (the flatbuffer object API gives ``bytes``)."""
+    name = tensor.name
+    return name.decode() if isinstance(name, bytes) else str(name or "")
+
+
 def op_names(model) -> list[str]:
     """Sorted distinct op names of every subgraph."""
     return sorted({op_name(model, op) for sg in model.subgraphs for op in sg.operators})

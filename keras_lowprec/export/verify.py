@@ -250,7 +250,11 @@ def _child_message(proc) -> str:
 
 
 def _smallest_arena(path: str, n_inputs: int, lo: int, hi: int, timeout: float) -> int:
-    """Bisects the arena size in child processes, a new one after each crash."""
+    """Bisects the arena size between ``lo`` (used) and ``hi`` (known to work) in child
+    processes, a new one after each crash; starts from ``2 * lo + 4 KiB`` when that works."""
+    guess = 2 * lo + 4096
+    if guess < hi and "ok" in _probe_child(path, guess, n_inputs, 0, 0, timeout).stdout.split():
+        hi = guess
     while hi - lo > 16:
         proc = _probe_child(path, hi, n_inputs, lo, hi, timeout)
         for line in proc.stdout.splitlines():
