@@ -65,8 +65,12 @@ def measure(out_dir: str, report: dict, build_dir: str) -> dict:
         if target == "cortex-m4-cmsis-nn" and report["kernel_sets"] == "reference":
             exe = firmware.build(out_dir, target, build_dir=build_dir,
                                  extra_defines=("KERAS_LOWPREC_ALLOW_WRONG_KERNELS",))
-            r = firmware.run_program(exe, out_dir, target)
-            row[target] = {"refused_by_model_ops_h": True, "forced_build": r.as_dict()}
+            try:
+                forced = firmware.run_program(exe, out_dir, target).as_dict()
+            except firmware.FirmwareError as err:  # e.g. AllocateTensors refuses decoded LSTM weights
+                forced = {"failed": str(err)}
+            row[target] = {"refused_by_model_ops_h": True, "reason": report["not_on_cmsis_nn"],
+                           "forced_build": forced}
             continue
         row[target] = firmware.run(out_dir, target, build_dir=build_dir).as_dict()
     return row
@@ -138,20 +142,28 @@ def table(result: dict) -> str:
         ref, cm = t["cortex-m4"], t["cortex-m4-cmsis-nn"]
         refused = cm.get("refused_by_model_ops_h")
         forced = cm.get("forced_build", {})
-        exact = " / ".join("yes" if r.get("passed") else "no" for r in (t["host"], ref)) + " / " + (
-            f"refused ({forced['mismatches']} of {forced['outputs']} wrong if forced)" if refused
-            else ("yes" if cm["passed"] else "no"))
-        cm_run = forced if refused else cm
+        if refused and "failed" in forced:
+            cm_text = "refused (fails to allocate if forced)"
+        elif refused:
+            cm_text = f"refused ({forced['mismatches']} of {forced['outputs']} wrong if forced)"
+        else:
+            cm_text = "yes" if cm["passed"] else "no"
+        exact = " / ".join("yes" if r.get("passed") else "no" for r in (t["host"], ref)) + " / " + cm_text
+        cm_run = cm if not refused else (forced if "failed" not in forced else {})
         comp = row.get("compression") or {}
         bits = f"{comp['bits_per_weight']:.2f}" if comp.get("applied") else "8"
         lines.append(
             f"| {row['kind']} {row['units']} {row['method'].lower()} | {row['export']} | {row['graph']} | {exact} | "
             f"{bits} | "
-            f"{ref['flash']['model']:,} | {ref['flash']['tflm']:,} / {cm_run['flash']['tflm']:,} | "
-            f"{row['kTensorArenaSize']:,} | {ref['arena_used_bytes']:,} / {cm_run['arena_used_bytes']:,} | "
-            f"{ref['instructions_per_step']:,.0f} / {cm_run['instructions_per_step']:,.0f}"
-            + (" (wrong)" if refused else "") + " |")
+            f"{ref['flash']['model']:,} | {ref['flash']['tflm']:,} / {_n(cm_run.get('flash', {}).get('tflm'))} | "
+            f"{row['kTensorArenaSize']:,} | {ref['arena_used_bytes']:,} / {_n(cm_run.get('arena_used_bytes'))} | "
+            f"{ref['instructions_per_step']:,.0f} / {_n(cm_run.get('instructions_per_step'))}"
+            + (" (wrong)" if cm_run and refused else "") + " |")
     return "\n".join(lines)
+
+
+def _n(value) -> str:
+    return "—" if value is None else f"{value:,.0f}"
 
 
 def _line(row: dict) -> str:
@@ -159,7 +171,8 @@ def _line(row: dict) -> str:
     for target, r in row["targets"].items():
         if r.get("refused_by_model_ops_h"):
             f = r["forced_build"]
-            parts.append(f"{target}: refused (forced: {f['mismatches']}/{f['outputs']} wrong)")
+            parts.append(f"{target}: refused (forced: "
+                         + ("fails" if "failed" in f else f"{f['mismatches']}/{f['outputs']} wrong") + ")")
         else:
             ins = r["instructions_per_step"]
             parts.append(f"{target}: {'ok' if r['passed'] else 'WRONG'} arena {r['arena_used_bytes']}"

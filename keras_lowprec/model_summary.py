@@ -30,6 +30,7 @@ class LayerSummary:
     tflite_int8_bytes: int
     packed_bytes: int
     zero_fraction: float | None = None
+    shipped_bytes: int | None = None
 
 
 @dataclass
@@ -42,17 +43,21 @@ class ModelSummary:
         return {k: sum(getattr(row, k) for row in self.layers) for k in keys}
 
     def table(self) -> str:
+        shipped = any(r.shipped_bytes is not None for r in self.layers)
         header = ["Layer", "Type", "Quantizer", "Levels/bits", "Params", "float32 B", "int8 .tflite B",
-                  "packed B", "zeros"]
+                  "packed B", *(["shipped B"] if shipped else []), "zeros"]
         rows = [
             [r.name, r.layer_type, r.quantizer, r.levels, f"{r.params:,}", f"{r.float32_bytes:,}",
              f"{r.tflite_int8_bytes:,}", f"{r.packed_bytes:,}",
+             *([f"{r.shipped_bytes:,}" if r.shipped_bytes is not None else "-"] if shipped else []),
              "-" if r.zero_fraction is None else f"{r.zero_fraction:.1%}"]
             for r in self.layers
         ]
         t = self.totals
+        total_shipped = sum(r.shipped_bytes or 0 for r in self.layers)
         rows.append(["Total", "", "", "", f"{t['params']:,}", f"{t['float32_bytes']:,}",
-                     f"{t['tflite_int8_bytes']:,}", f"{t['packed_bytes']:,}", ""])
+                     f"{t['tflite_int8_bytes']:,}", f"{t['packed_bytes']:,}",
+                     *([f"{total_shipped:,}"] if shipped else []), ""])
         widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
         line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
         sep = "-" * len(line(header))
@@ -117,13 +122,15 @@ def _layer_summary(layer: keras.layers.Layer) -> LayerSummary:
     )
 
 
-def summary(model: keras.Model, print_fn: Callable[[str], None] | None = None) -> ModelSummary:
+def summary(model: keras.Model, print_fn: Callable[[str], None] | None = None, export=None) -> ModelSummary:
     """Prints and returns per-layer quantizer, levels, parameters and weight memory.
 
     Columns: quantizer method(s); levels/bits (level count / packed bits per weight);
     parameter count; bytes at float32, as int8 in a ``.tflite`` (kernels 1 byte,
     biases int32) and packed at the method's minimal bits; fraction of weights that
-    round to zero. The model must be built.
+    round to zero. With ``export`` (the ``ExportResult`` of ``to_tflite`` for this model)
+    also ``shipped B``: the bytes the layer's weight tensors take in that file (LUT
+    indices and value tables when it was exported with ``compress``). The model must be built.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"summary: expected a keras.Model, got {type(model).__name__}.")
@@ -132,5 +139,31 @@ def summary(model: keras.Model, print_fn: Callable[[str], None] | None = None) -
     if not model.built:
         raise ValueError("summary: the model is not built; call it on data or give it an Input first.")
     result = ModelSummary([_layer_summary(layer) for layer in model.layers if layer.weights])
+    if export is not None:
+        shipped = _shipped_bytes(export)
+        for row in result.layers:
+            row.shipped_bytes = shipped.get(row.name)
     (print_fn or print)(result.table())
     return result
+
+
+def _shipped_bytes(export) -> dict[str, int]:
+    """Layer name -> bytes of its weight tensors (with their LUT value tables) in the file."""
+    from keras_lowprec.export import flatbuffer
+
+    report = getattr(export, "report", None)
+    if report is None or not hasattr(export, "model_bytes"):
+        raise TypeError(f"summary: export must be the ExportResult of to_tflite, got {type(export).__name__}.")
+    fb = flatbuffer.read(export.model_bytes)
+    sg = fb.subgraphs[0]
+    by_name = {flatbuffer.tensor_name(t): t for t in sg.tensors}
+    buffers: dict[str, set] = {}
+    for t in report["tensors"]:
+        if not t.get("weight"):
+            continue  # a constant of the graph, not a layer's weight
+        layer = t["weight"].split("/")[0]
+        for name in (t["name"], t["name"] + "_ancillary"):
+            if name in by_name:
+                buffers.setdefault(layer, set()).add(by_name[name].buffer)
+    return {layer: sum(len(fb.buffers[b].data) for b in ids if fb.buffers[b].data is not None)
+            for layer, ids in buffers.items()}

@@ -905,6 +905,13 @@ def test_compress_stream_step_graph(tmp_path):
     held = np.random.default_rng(9).normal(size=(5, T, 8)).astype(np.float32)
     np.testing.assert_array_equal(run_tflm(res.model_bytes, held), run_tflm(plain.model_bytes, held))
     assert res.report["kernel_sets"] == "any"
+    # summary(export=...) reports the bytes the file holds: 2 bits per ternary weight when compressed.
+    import keras_lowprec as kl
+
+    packed = kl.summary(model, print_fn=lambda _: None, export=res).layers[0]
+    unpacked = kl.summary(model, print_fn=lambda _: None, export=plain).layers[0]
+    assert unpacked.shipped_bytes >= 8 * packed.shipped_bytes // 2 - 64
+    assert packed.shipped_bytes <= packed.packed_bytes + 64
 
 
 def test_compress_decisions():
