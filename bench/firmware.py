@@ -9,9 +9,8 @@ trained on the scikit-learn digits (8 time steps of 8 features, as in
 * ``cortex-m4-cmsis-nn``: the same with TFLM's CMSIS-NN kernels.
 
 Routes: sequence and stream exports with the default kernels, the LSTM also unrolled and
-streamed through the fused op, and LUT-compressed weights (``compress="flash"``: stream
-exports, and the fused LSTM sequence export; "weight bits" = bits per compressed weight in
-the file, value tables included).
+streamed through the fused op, and LUT-compressed weights (``compress="flash"``, both
+modes; "weight bits" = bits per compressed weight in the file, value tables included).
 
 Per export and target: whether all int8 outputs equal TFLM's Python interpreter on the
 exporter's test vectors, ``arena_used_bytes()``, the header's ``kTensorArenaSize``, flash of
@@ -46,7 +45,7 @@ ROUTES = [
     ("sequence unrolled", {"lstm_kernel": "unrolled"}, ("LSTM",)),
     ("stream fused", {"mode": "stream", "lstm_kernel": "fused"}, ("LSTM",)),
     ("stream compressed", {"mode": "stream", "compress": "flash"}, ("LSTM", "GRU", "SimpleRNN")),
-    ("sequence compressed", {"compress": "flash"}, ("LSTM",)),
+    ("sequence compressed", {"compress": "flash"}, ("LSTM", "GRU", "SimpleRNN")),
 ]
 
 

@@ -90,6 +90,7 @@ ROUTES = {
     "gru-stream-compressed": (lambda: _chain(L.TernaryGRU(32)), _data, {"mode": "stream", "compress": "flash"},
                               "step"),
     "lstm-fused-compressed": (lambda: _chain(L.TernaryLSTM(32)), _data, {"compress": "flash"}, "fused-lstm"),
+    "gru-sequence-compressed": (lambda: _chain(L.ExponentialGRU(32)), _data, {"compress": "flash"}, "unrolled-step"),
     "masked-lstm-stream": (
         lambda: _chain(L.TernaryLSTM(U), inp=keras.Input((None, F)), before=[keras.layers.Masking(0.0)]),
         _masked_data, {"mode": "stream"}, "step"),

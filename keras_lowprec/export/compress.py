@@ -9,10 +9,9 @@ is the uncompressed one byte for byte; :func:`compress` still checks that the co
 model gives the same int8 outputs as the uncompressed one in TFLM before it is used.
 
 Costs, measured by :func:`compress` for each export: the decoded weights live in the arena
-while their consumer runs (RAM up, flash down), and DECODE runs at every invoke. A DECODE
-output lives for one operator only, so a graph whose operators read the same weights many
-times (the sequence graph that repeats the step ``T`` times) would get one DECODE per read;
-such graphs are not compressed (``report["compression"]["reason"]`` says so).
+while their consumers run (RAM up, flash down), and DECODE runs at every invoke. In a
+sequence graph that repeats the step ``T`` times, every weight is decoded once per invoke
+and kept until its last step (:func:`share_decodes`).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from keras_lowprec.export.errors import ExportError
 MODES = (False, True, "auto", "flash")
 # Encodings whose tensors hold few levels (see flatbuffer.encode_weights).
 _LEVELED = ("ternary", "binary", "shift")
+DECODE_OP = "TFLM_DECODE"
 
 
 def check_mode(compress) -> Any:
@@ -71,10 +71,6 @@ def plan_specs(model_bytes: bytes, tensors: list[dict]) -> tuple[list, list[dict
 
 def compress(model_bytes: bytes, tensors: list[dict], graph: str) -> tuple[bytes | None, dict]:
     """The LUT-compressed model (or ``None`` with the reason) and a report of what was done."""
-    if graph in ("unrolled-step", "unrolled"):
-        return None, {"reason": "the sequence graph reads each weight tensor once per time step and a DECODE "
-                                "output lives for one operator, so it would get one DECODE per read and grow; "
-                                "compress stream exports or fused LSTMs"}
     model_bytes = _per_tensor_where_equal(model_bytes, tensors)
     specs, rows = plan_specs(model_bytes, tensors)
     if not specs:
@@ -86,9 +82,42 @@ def compress(model_bytes: bytes, tensors: list[dict], graph: str) -> tuple[bytes
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = bytes(compression.compress(model_bytes, specs))
+    out, shared = share_decodes(out)
     weights = sum(r["weights"] for r in rows)
     return out, {"tensors": rows, "warnings": sorted({str(w.message) for w in caught}),
-                 "weights": weights}
+                 "weights": weights, "decodes_shared": shared}
+
+
+def share_decodes(model_bytes: bytes) -> tuple[bytes, int]:
+    """One ``TFLM_DECODE`` per set of compressed tensors: TFLM's tool puts a DECODE before
+    every consumer, so a sequence graph that repeats the step would decode each weight once
+    per time step (and grow by one operator and tensor each). Later DECODEs of the same
+    tensors (same encoded and table buffers) are dropped and their consumers read the first
+    one's outputs, which the memory planner then keeps until the last of them: each weight is
+    decoded once per invoke. Returns the model and the number of DECODEs dropped."""
+    from keras_lowprec.export import flatbuffer, unroll
+
+    fb = flatbuffer.read(model_bytes)
+    sg = fb.subgraphs[0]
+    first: dict[tuple, list[int]] = {}
+    remap: dict[int, int] = {}
+    kept = []
+    for op in sg.operators:
+        op.inputs = [remap.get(int(i), int(i)) for i in op.inputs]
+        if flatbuffer.op_name(fb, op) == "CUSTOM:" + DECODE_OP:
+            key = tuple(int(sg.tensors[int(i)].buffer) for i in op.inputs)
+            if key in first:
+                remap.update({int(a): b for a, b in zip(op.outputs, first[key])})
+                continue
+            first[key] = [int(o) for o in op.outputs]
+        kept.append(op)
+    dropped = len(sg.operators) - len(kept)
+    if not dropped:
+        return model_bytes, 0
+    sg.operators = kept
+    sg.outputs = [remap.get(int(i), int(i)) for i in sg.outputs]
+    unroll.drop_unused_tensors(fb)
+    return flatbuffer.write(fb), dropped
 
 
 def _per_tensor_where_equal(model_bytes: bytes, tensors: list[dict]) -> bytes:
