@@ -23,7 +23,6 @@ import numpy as np
 
 from keras_lowprec.export.errors import ExportError
 
-MODES = (False, True, "auto", "flash")
 # Encodings whose tensors hold few levels (see flatbuffer.encode_weights).
 _LEVELED = ("ternary", "binary", "shift")
 DECODE_OP = "TFLM_DECODE"
@@ -32,10 +31,10 @@ DECODE_OP = "TFLM_DECODE"
 def check_mode(compress) -> Any:
     """``False`` (off), ``True``/``"auto"`` (only when it saves more flash than it adds
     arena), ``"flash"`` (whenever it saves flash)."""
-    if compress is True:
-        return "auto"
-    if isinstance(compress, (bool, np.bool_)) or compress in ("auto", "flash"):
-        return compress if not isinstance(compress, np.bool_) else bool(compress)
+    if isinstance(compress, (bool, np.bool_)):
+        return "auto" if compress else False
+    if isinstance(compress, str) and compress in ("auto", "flash"):
+        return compress
     raise ExportError(f"compress must be False, True, 'auto' or 'flash'; got {compress!r}.")
 
 
