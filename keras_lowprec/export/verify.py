@@ -163,7 +163,7 @@ def _model_io(model_bytes: bytes):
 
 
 _PROBE = """
-import re, sys
+import sys
 import numpy as np
 from tflite_micro import runtime
 
