@@ -24,8 +24,10 @@ out as ``NaN`` so that an exporter can refuse them. Finite input never gives ``N
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import re
 from typing import Any, Callable
 
 import keras
@@ -46,6 +48,14 @@ __all__ = [
 ]
 
 _PACKAGE = "keras_lowprec"
+# Filled by Quantizer.__init_subclass__: alias -> factory, class name -> class.
+ALIASES: dict[str, Callable[[], "Quantizer"]] = {}
+_CLASSES: dict[str, type] = {}
+
+
+def _snake_case(name: str) -> str:
+    """``Pow2Ternary`` -> ``pow2_ternary`` (Keras's rule for names derived from classes)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 _F32_MIN_EXP, _F32_MAX_EXP = -126, 127
 
 
@@ -91,13 +101,31 @@ class Quantizer:
     (deterministic) or uniform samples in [0, 1) of ``w``'s shape, and
     ``levels(glorot_bound)`` / ``clip_value(glorot_bound)``.
 
+    Defining a subclass registers it: its ``method`` (the class name in snake case unless
+    the class sets one) and ``"stochastic_" + method`` become aliases for :func:`get`, and
+    ``deserialize`` knows the class. Classes whose name starts with ``_`` are not registered.
+
     Attributes:
         precision: bits per weight of the level set when packed (sign included).
+        method: the rounding method's name (``"ternary"``...).
+        power_of_two_levels: every non-zero level is a signed power of two, so a weight is
+            a shift (the exporter encodes it as shift codes).
         stochastic: whether training uses stochastic rounding.
     """
 
     precision: int = 32
     method: str = ""
+    power_of_two_levels: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__name__.startswith("_"):
+            return
+        if "method" not in cls.__dict__:
+            cls.method = _snake_case(cls.__name__)
+        _CLASSES[cls.__name__] = cls
+        ALIASES[cls.method] = cls
+        ALIASES["stochastic_" + cls.method] = functools.partial(cls, stochastic=True)
 
     def __init__(self, stochastic: bool = False, seed: int | None = None):
         if not isinstance(stochastic, (bool, np.bool_)):
@@ -254,7 +282,6 @@ class Binary(_MagnitudeQuantizer):
     """
 
     precision = 1
-    method = "binary"
     default_fraction_of_bound = 0.5
 
     def levels(self, glorot_bound=None):
@@ -309,7 +336,6 @@ class Ternary(_MagnitudeQuantizer):
     """
 
     precision = 2
-    method = "ternary"
     default_fraction_of_bound = 1.0
 
     def levels(self, glorot_bound=None):
@@ -335,7 +361,7 @@ class Pow2Ternary(Quantizer):
     """
 
     precision = 2
-    method = "pow2_ternary"
+    power_of_two_levels = True
 
     def __init__(self, exponent: int | None = None, stochastic: bool = False, seed: int | None = None):
         _check_int("Pow2Ternary", "exponent", exponent)
@@ -382,7 +408,7 @@ class Exponential(Quantizer):
             zero and a sign this is what an int8 shift code holds (``±2^0 … ±2^6``).
     """
 
-    method = "exponential"
+    power_of_two_levels = True
 
     def __init__(
         self,
@@ -451,19 +477,6 @@ class Exponential(Quantizer):
         return {"max_exponent": self.max_exponent, "num_levels": self.num_levels, **super().get_config()}
 
 
-# -- registry ------------------------------------------------------------------------
-ALIASES: dict[str, Callable[[], Quantizer]] = {
-    "binary": lambda: Binary(),
-    "stochastic_binary": lambda: Binary(stochastic=True),
-    "ternary": lambda: Ternary(),
-    "stochastic_ternary": lambda: Ternary(stochastic=True),
-    "pow2_ternary": lambda: Pow2Ternary(),
-    "stochastic_pow2_ternary": lambda: Pow2Ternary(stochastic=True),
-    "exponential": lambda: Exponential(),
-    "stochastic_exponential": lambda: Exponential(stochastic=True),
-}
-
-_CLASSES = {cls.__name__: cls for cls in (Binary, Ternary, Pow2Ternary, Exponential)}
 
 
 def serialize(quantizer: Quantizer | None) -> dict | None:

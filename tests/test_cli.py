@@ -129,7 +129,7 @@ def test_argument_errors_come_before_the_exporter(tmp_path):
         "from keras_lowprec import cli\n"
         f"rc = cli.main(['export', {str(tmp_path / 'x.keras')!r}, '--data', 'd.npy', '--out', 'o'])\n"
         "assert rc == 2\n"
-        "assert 'keras_lowprec.export.graph' not in sys.modules, 'the exporter was imported'\n"
+        "assert 'keras_lowprec.export.analysis' not in sys.modules, 'the exporter was imported'\n"
         "assert 'tflite_micro' not in sys.modules, 'tflite_micro was imported'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -517,7 +517,7 @@ def _normalized(x, **kw):
 @pytest.mark.parametrize("invert", [False, True])
 def test_affine_of_matches_keras(invert):
     """BatchNormalization (trained statistics, gamma, beta) and Normalization as x * scale + offset."""
-    from keras_lowprec.export.graph import affine_of
+    from keras_lowprec.export.handlers.normalization import affine_of
 
     x = np.random.default_rng(0).normal(3.0, 2.0, size=(64, T, F)).astype(np.float32)
     bn = keras.layers.BatchNormalization(momentum=0.0)

@@ -36,54 +36,21 @@ import numpy as np
 
 from keras_lowprec.export.errors import ExportError
 
-LSTM_KERNELS = ("auto", "fused", "unrolled")
-# Activations the converter maps to builtin int8 ops (named as keras.activations does).
-_ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "tanh", "softmax")
 # Ops a fused graph may contain for its time axis to be set to 1 (stream mode).
 _STREAMABLE_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "STRIDED_SLICE", "FULLY_CONNECTED", "SOFTMAX", "LOGISTIC",
                    "TANH", "RELU", "RELU6", "QUANTIZE", "MUL", "ADD", "SUB", "MEAN", "RSQRT"}
 
 
-def _act_name(fn) -> str | None:
-    name = getattr(fn, "__name__", None)
-    return name if name in _ACTIVATIONS else None
-
-
 def unfusable_reason(plan) -> str | None:
-    """Why the plan cannot use the fused LSTM kernel (``None``: it can)."""
-    from keras_lowprec.export import graph
-
-    if not any(s.kind == "rnn" for s in plan.stages):
+    """Why the plan cannot use the fused LSTM kernel (``None``: it can); asked of each
+    stage's handler."""
+    if not plan.recurrent:
         return "the model has no recurrent layer"
     stages = [s for s in plan.stages if s.kind != "identity"]
     for stage, after in zip(stages, stages[1:] + [None]):
-        layer = stage.layer
-        if stage.kind == "layernorm":
-            continue
-        if stage.kind == "affine":
-            if after is not None and after.kind == "dense" and any(w.layer == after.name and w.method
-                                                                   for w in plan.weights):
-                # the converter folds x * scale into the next FULLY_CONNECTED's weights
-                return (f"layer '{stage.name}' ({type(layer).__name__}) right before Dense '{after.name}': the "
-                        "converter would fold it into that layer's rounded weights")
-            continue
-        if stage.kind == "rnn":
-            base = graph._base_name(layer)
-            if base != "LSTM":
-                return (f"layer '{stage.name}' is a {base}: the fused kernel is LSTM-only (one graph does not "
-                        "mix it with per-step state tensors)")
-            cell = layer.cell
-            if _act_name(cell.activation) != "tanh" or _act_name(cell.recurrent_activation) != "sigmoid":
-                return f"layer '{stage.name}': the fused kernel needs activation='tanh', recurrent_activation='sigmoid'"
-        elif stage.kind == "dense" or type(layer).__name__ == "Activation":
-            if _act_name(layer.activation) is None:
-                return f"layer '{stage.name}': activation {getattr(layer.activation, '__name__', '?')!r}"
-        else:
-            return f"layer '{stage.name}' ({type(layer).__name__}) has no tf_keras twin here"
-    try:
-        import tf_keras  # noqa: F401
-    except ImportError:
-        return "tf_keras is not installed (pip install 'keras_lowprec[export]')"
+        reason = stage.handler.unfusable(stage, after, plan)
+        if reason is not None:
+            return reason
     return None
 
 
@@ -91,34 +58,10 @@ def twin_model(plan, timesteps: int):
     """The chain as a ``tf_keras`` model at batch 1 with the rounded weights."""
     import tf_keras
 
-    from keras_lowprec.export import graph
-
     x = inp = tf_keras.Input((timesteps, plan.features), batch_size=1, name="input")
     for stage in plan.stages:
-        layer = stage.layer
-        if stage.kind == "identity":
-            continue
-        if stage.kind == "rnn":
-            values = stage.cell[1]
-            # Always with gate biases (zeros for use_bias=False): the converter's fused LSTM
-            # without them crashes TFLite's calibration.
-            bias = values.get("bias", np.zeros(4 * stage.units, np.float32))
-            twin = tf_keras.layers.LSTM(stage.units, return_sequences=stage.return_sequences, name=f"{stage.name}_twin")
-            x = twin(x)
-            twin.set_weights([values["kernel"], values["recurrent_kernel"], bias])
-        elif stage.kind == "affine":
-            scale, offset = stage.affine
-            x = tf_keras.layers.Lambda(lambda t, s=scale, o=offset: t * s + o, name=f"{stage.name}_twin")(x)
-        elif stage.kind == "layernorm":
-            x = tf_keras.layers.Lambda(lambda t, st=stage: graph.layer_norm(t, st), name=f"{stage.name}_twin")(x)
-        elif stage.kind == "dense":
-            _, values = stage.twin
-            twin = tf_keras.layers.Dense(int(layer.units), activation=_act_name(layer.activation),
-                                         use_bias="bias" in values, name=f"{stage.name}_twin")
-            x = twin(x)
-            twin.set_weights([values["kernel"]] + ([values["bias"]] if "bias" in values else []))
-        else:  # Activation
-            x = tf_keras.layers.Activation(_act_name(layer.activation), name=f"{stage.name}_twin")(x)
+        if stage.kind != "identity":
+            x = stage.handler.fused_twin(stage, x, tf_keras)
     return tf_keras.Model(inp, x)
 
 
