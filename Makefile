@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[test,export,examples]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[cpu,export,examples,test]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -32,7 +32,6 @@ import os
 import re
 import wave
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -372,7 +371,12 @@ def _check_fsdd(folder: Path, names: list, manifest: str) -> None:
 
 def _features(waves: list, kind: str, num_mel_bins: int, num_mfcc: int, frame_length: int,
               frame_step: int, fft_length: int) -> tuple[list, np.ndarray]:
-    import tensorflow as tf
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise DatasetUnavailableError(
+            "FSDD features are computed with tf.signal, and TensorFlow is not installed: "
+            "pip install 'keras_lowprec[cpu]' (or tensorflow).") from None
 
     lengths = np.array([1 + (len(w) - frame_length) // frame_step for w in waves], dtype=np.int32)
     if lengths.min() < 1:
@@ -500,30 +504,11 @@ def fsdd(
         ChecksumError: the recordings differ from the known FSDD v1.0.10 set.
         DatasetUnavailableError: nothing local and the download failed.
     """
-    if features not in ("logmel", "mfcc"):
-        raise ValueError(f"features must be 'logmel' or 'mfcc', got {features!r}.")
-    _check_number("num_mel_bins", num_mel_bins, 1, 128, integer=True)
-    _check_number("num_mfcc", num_mfcc, 1, num_mel_bins, integer=True)
-    # The shortest FSDD recording is 144 ms; a frame must fit in it and hold 2 samples.
-    _check_number("frame_length_ms", frame_length_ms, 0.25, 100.0)
-    _check_number("frame_step_ms", frame_step_ms, 0.125, frame_length_ms)
-    if split not in ("conventional", "speaker"):
-        raise ValueError(f"split must be 'conventional' or 'speaker', got {split!r}.")
-    if normalize not in ("utterance", "cmn", "speaker", "global", None, "none"):
-        raise ValueError(f"normalize must be 'utterance', 'cmn', 'speaker', 'global' or None, got {normalize!r}.")
-    normalize = None if normalize == "none" else normalize
-
-    root = _resolve_data_dir(data_dir)
-    if root is not None:
-        folder = _find_recordings(root)
-        if folder is None:
-            raise FileNotFoundError(f"{root} holds no {{digit}}_{{speaker}}_{{index}}.wav recordings "
-                                    "(directly, in recordings/ or in fsdd/recordings/).")
-    else:
-        folder = _download_fsdd(download_dir)
+    normalize = _check_fsdd_args(features, split, normalize, num_mel_bins, num_mfcc, frame_length_ms,
+                                 frame_step_ms)
+    folder = _fsdd_folder(data_dir, download_dir)
     names, manifest = _fsdd_manifest(folder)
     _check_fsdd(folder, names, manifest)
-
     frame_length = int(round(frame_length_ms * FSDD_SAMPLE_RATE / 1000))
     frame_step = int(round(frame_step_ms * FSDD_SAMPLE_RATE / 1000))
     fft_length = int(2 ** np.ceil(np.log2(frame_length)))
@@ -536,56 +521,91 @@ def fsdd(
     meta = [_FSDD_NAME.match(n) for n in names]
     digits = np.array([int(m.group(1)) for m in meta], np.int32)
     speakers = np.array([m.group(2) for m in meta])
-    takes = np.array([int(m.group(3)) for m in meta])
+    parts, info = _fsdd_parts(split, np.array([int(m.group(3)) for m in meta]), speakers, fold, validation_speaker)
+    utterances = _normalize_utterances(utterances, normalize, parts["train"], speakers)
+    splits = {name: _padded_split(utterances, np.flatnonzero(keep), int(lengths.max()), digits, lengths, speakers,
+                                  names) for name, keep in parts.items()}
+    info.update({"features": features, "normalize": normalize, "num_features": int(utterances[0].shape[1]),
+                 "max_frames": int(lengths.max()), "frame_length": frame_length, "frame_step": frame_step,
+                 "fft_length": fft_length, "num_mel_bins": num_mel_bins, "num_mfcc": num_mfcc,
+                 "sizes": {k: len(v) for k, v in splits.items()}, "source": str(folder)})
+    return FSDDData(train=splits["train"], validation=splits["validation"], test=splits["test"], info=info)
 
+
+def _check_fsdd_args(features, split, normalize, num_mel_bins, num_mfcc, frame_length_ms, frame_step_ms):
+    """Raises ``ValueError`` naming a bad argument of :func:`fsdd`; returns ``normalize``
+    with ``"none"`` as None."""
+    if features not in ("logmel", "mfcc"):
+        raise ValueError(f"features must be 'logmel' or 'mfcc', got {features!r}.")
+    _check_number("num_mel_bins", num_mel_bins, 1, 128, integer=True)
+    _check_number("num_mfcc", num_mfcc, 1, num_mel_bins, integer=True)
+    # The shortest FSDD recording is 144 ms; a frame must fit in it and hold 2 samples.
+    _check_number("frame_length_ms", frame_length_ms, 0.25, 100.0)
+    _check_number("frame_step_ms", frame_step_ms, 0.125, frame_length_ms)
+    if split not in ("conventional", "speaker"):
+        raise ValueError(f"split must be 'conventional' or 'speaker', got {split!r}.")
+    if normalize not in ("utterance", "cmn", "speaker", "global", None, "none"):
+        raise ValueError(f"normalize must be 'utterance', 'cmn', 'speaker', 'global' or None, got {normalize!r}.")
+    return None if normalize == "none" else normalize
+
+
+def _fsdd_folder(data_dir, download_dir):
+    root = _resolve_data_dir(data_dir)
+    if root is None:
+        return _download_fsdd(download_dir)
+    folder = _find_recordings(root)
+    if folder is None:
+        raise FileNotFoundError(f"{root} holds no {{digit}}_{{speaker}}_{{index}}.wav recordings "
+                                "(directly, in recordings/ or in fsdd/recordings/).")
+    return folder
+
+
+def _fsdd_parts(split, takes, speakers, fold, validation_speaker) -> tuple[dict, dict]:
+    """Boolean masks of the train / validation / test utterances and the split's description."""
     if split == "conventional":
         parts = {"train": takes >= 10, "validation": (takes >= 5) & (takes < 10), "test": takes < 5}
-        info = {"split": "conventional", "test_takes": [0, 4], "validation_takes": [5, 9]}
-    else:
-        test_speaker, val_speaker = _fold_speakers(fold, validation_speaker)
-        parts = {"train": (speakers != test_speaker) & (speakers != val_speaker),
-                 "validation": speakers == val_speaker, "test": speakers == test_speaker}
-        info = {"split": "speaker", "fold": FSDD_SPEAKERS.index(test_speaker), "test_speaker": test_speaker,
-                "validation_speaker": val_speaker}
+        return parts, {"split": "conventional", "test_takes": [0, 4], "validation_takes": [5, 9]}
+    test_speaker, val_speaker = _fold_speakers(fold, validation_speaker)
+    parts = {"train": (speakers != test_speaker) & (speakers != val_speaker),
+             "validation": speakers == val_speaker, "test": speakers == test_speaker}
+    return parts, {"split": "speaker", "fold": FSDD_SPEAKERS.index(test_speaker), "test_speaker": test_speaker,
+                   "validation_speaker": val_speaker}
 
+
+def _normalize_utterances(utterances: list, normalize, train, speakers) -> list:
+    """The feature normalization of :func:`fsdd` (statistics from the training split or
+    per utterance / speaker, as its docstring says)."""
     if normalize == "utterance":
-        utterances = [(u - u.mean(0)) / (u.std(0) + 1e-5) for u in utterances]
-    elif normalize == "cmn":
+        return [(u - u.mean(0)) / (u.std(0) + 1e-5) for u in utterances]
+    if normalize == "cmn":
         utterances = [u - u.mean(0) for u in utterances]
-        train_frames = np.concatenate([u for u, keep in zip(utterances, parts["train"]) if keep])
-        std = train_frames.std(0) + 1e-5
-        utterances = [u / std for u in utterances]
-    elif normalize == "speaker":
+        std = np.concatenate([u for u, keep in zip(utterances, train) if keep]).std(0) + 1e-5
+        return [u / std for u in utterances]
+    if normalize == "speaker":
         stats = {}
         for spk in np.unique(speakers):
             frames = np.concatenate([u for u, who in zip(utterances, speakers) if who == spk])
             stats[spk] = (frames.mean(0), frames.std(0) + 1e-5)
-        utterances = [(u - stats[who][0]) / stats[who][1] for u, who in zip(utterances, speakers)]
-    elif normalize == "global":
-        train_frames = np.concatenate([u for u, keep in zip(utterances, parts["train"]) if keep])
+        return [(u - stats[who][0]) / stats[who][1] for u, who in zip(utterances, speakers)]
+    if normalize == "global":
+        train_frames = np.concatenate([u for u, keep in zip(utterances, train) if keep])
         mean, std = train_frames.mean(0), train_frames.std(0) + 1e-5
-        utterances = [(u - mean) / std for u in utterances]
+        return [(u - mean) / std for u in utterances]
+    return utterances
 
-    max_frames = int(lengths.max())
-    splits = {}
-    for name, keep in parts.items():
-        idx = np.flatnonzero(keep)
-        x = np.zeros((len(idx), max_frames, utterances[0].shape[1]), np.float32)
-        for row, i in enumerate(idx):
-            u = utterances[i]
-            # a real frame that happens to be all zero would be taken for padding by Masking
-            zero_rows = ~np.any(u != 0, axis=1)
-            if zero_rows.any():
-                u = u.copy()
-                u[zero_rows, 0] = 1e-6
-            x[row, : len(u)] = u
-        splits[name] = SequenceSplit(x=x, y=digits[idx], lengths=lengths[idx], speakers=speakers[idx],
-                                     files=np.array(names)[idx])
-    info.update({"features": features, "normalize": normalize, "num_features": int(x.shape[-1]),
-                 "max_frames": max_frames, "frame_length": frame_length, "frame_step": frame_step,
-                 "fft_length": fft_length, "num_mel_bins": num_mel_bins, "num_mfcc": num_mfcc,
-                 "sizes": {k: len(v) for k, v in splits.items()}, "source": str(folder)})
-    return FSDDData(train=splits["train"], validation=splits["validation"], test=splits["test"], info=info)
+
+def _padded_split(utterances, idx, max_frames, digits, lengths, speakers, names) -> "SequenceSplit":
+    x = np.zeros((len(idx), max_frames, utterances[0].shape[1]), np.float32)
+    for row, i in enumerate(idx):
+        u = utterances[i]
+        # a real frame that happens to be all zero would be taken for padding by Masking
+        zero_rows = ~np.any(u != 0, axis=1)
+        if zero_rows.any():
+            u = u.copy()
+            u[zero_rows, 0] = 1e-6
+        x[row, : len(u)] = u
+    return SequenceSplit(x=x, y=digits[idx], lengths=lengths[idx], speakers=speakers[idx],
+                         files=np.array(names)[idx])
 
 
 # =====================================================================================

@@ -149,14 +149,13 @@ def summary(model: keras.Model, print_fn: Callable[[str], None] | None = None, e
 
 def _shipped_bytes(export) -> dict[str, int]:
     """Layer name -> bytes of its weight tensors (with their LUT value tables) in the file."""
-    from keras_lowprec.export import flatbuffer
+    from keras_lowprec.export.tflite import TFLiteModel
 
     report = getattr(export, "report", None)
     if report is None or not hasattr(export, "model_bytes"):
         raise TypeError(f"summary: export must be the ExportResult of to_tflite, got {type(export).__name__}.")
-    fb = flatbuffer.read(export.model_bytes)
-    sg = fb.subgraphs[0]
-    by_name = {flatbuffer.tensor_name(t): t for t in sg.tensors}
+    fb = TFLiteModel.from_bytes(export.model_bytes)
+    by_name = {t.name: t for t in fb.tensors}
     buffers: dict[str, set] = {}
     for t in report["tensors"]:
         if not t.get("weight"):
@@ -165,5 +164,4 @@ def _shipped_bytes(export) -> dict[str, int]:
         for name in (t["name"], t["name"] + "_ancillary"):
             if name in by_name:
                 buffers.setdefault(layer, set()).add(by_name[name].buffer)
-    return {layer: sum(len(fb.buffers[b].data) for b in ids if fb.buffers[b].data is not None)
-            for layer, ids in buffers.items()}
+    return {layer: sum(len(fb.buffer_data(b) or b"") for b in ids) for layer, ids in buffers.items()}

@@ -32,7 +32,8 @@ from keras_lowprec.export import (
     to_float_tflite,
     to_tflite,
 )
-from keras_lowprec.export import carray, flatbuffer
+from keras_lowprec.export import carray
+from keras_lowprec.export.tflite import TFLiteModel, checks
 from keras_lowprec.export.verify import TFLMRunner, dequantize, quantize
 
 T, F, U, C = 6, 3, 5, 4
@@ -166,17 +167,17 @@ def test_ternary_sequence_exact_and_tflm(kind, kernel, tmp_path):
     # All tensors integer, int8 in and out.
     io = rep["io"]
     assert io["inputs"][0]["dtype"] == "int8" and io["outputs"][0]["dtype"] == "int8"
-    fb = flatbuffer.read(written)
-    flatbuffer.check_integer_only(fb)
+    fb = TFLiteModel.from_bytes(written)
+    checks.check_integer_only(fb)
     # No float tensor anywhere (the fused LSTM's empty intermediates included).
-    assert not [t.name for t in fb.subgraphs[0].tensors if flatbuffer.type_name(t.type) == "FLOAT32"]
-    variables = [t for t in fb.subgraphs[0].tensors if t.isVariable]
+    assert not [t.name for t in fb.tensors if t.type_name == "FLOAT32"]
+    variables = [t for t in fb.tensors if t.raw.isVariable]
     if kind == "LSTM" and kernel == "auto":
         # The fused kernel: its h (int8) and c (int16) states are variable tensors, which
         # TFLM keeps between invokes; the report says so (firmware resets per sequence).
         assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in res.ops and rep["state"] == "variables"
         assert rep["lstm"]["kernel"] == "fused"
-        assert sorted(flatbuffer.type_name(t.type) for t in variables) == ["INT16", "INT8"]
+        assert sorted(t.type_name for t in variables) == ["INT16", "INT8"]
         assert sorted(int(np.prod(t.shape)) for t in variables) == [U, U]
         header = (tmp_path / "model_data.h").read_text()
         assert "Reset()" in header
@@ -228,7 +229,7 @@ def test_other_method_kind_pairs_exact(method, kind):
     res = to_tflite(model, _data(12), verify=False)
     _assert_exact_pieces(model, res.model_bytes)
     assert res.report["exactness"]["all_exact"]
-    flatbuffer.check_integer_only(flatbuffer.read(res.model_bytes))
+    checks.check_integer_only(TFLiteModel.from_bytes(res.model_bytes))
 
 
 def test_exponential_too_many_levels_refused():
@@ -405,8 +406,8 @@ def test_fused_lstm_stack_with_sequence_head(mode):
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x, np.repeat(y[:, None], T, 1), epochs=2, verbose=0)
     res = to_tflite(model, _data(40), mode=mode, lstm_kernel="fused")
-    fb = flatbuffer.read(res.model_bytes)
-    assert [flatbuffer.op_name(fb, op) for op in fb.subgraphs[0].operators].count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 2
+    fb = TFLiteModel.from_bytes(res.model_bytes)
+    assert [op.name for op in fb.operators].count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 2
     assert res.report["state"] == "variables"
     _assert_exact_pieces(model, res.model_bytes)
     v = res.report["verification"]["tflm"]
@@ -504,7 +505,7 @@ def test_bad_mode_and_float_graph_refused():
         to_tflite(model, _data(4), mode="batch")
     float_bytes = to_float_tflite(model)
     with pytest.raises(ExportError, match="FLOAT32"):
-        flatbuffer.check_integer_only(flatbuffer.read(float_bytes))
+        checks.check_integer_only(TFLiteModel.from_bytes(float_bytes))
 
 
 # -- coverage: stacks, float layers around, sequence heads ----------------------------------------
@@ -823,14 +824,13 @@ def test_fused_lstm_intermediates_retyped_without_effect():
     same outputs with the converter's original typing."""
     model = _model("Ternary", "LSTM", epochs=5)
     res = to_tflite(model, _data(30), verify=False)
-    fb = flatbuffer.read(res.model_bytes)
-    sg = fb.subgraphs[0]
-    retyped = [i for op in sg.operators if op.intermediates is not None for i in op.intermediates
-               if flatbuffer.type_name(sg.tensors[i].type) == "INT16"]
+    fb = TFLiteModel.from_bytes(res.model_bytes)
+    retyped = [i for op in fb.operators if op.intermediates is not None for i in op.intermediates
+               if fb.tensors[i].type_name == "INT16"]
     assert len(retyped) == 4
     for i in retyped:
-        sg.tensors[i].type = flatbuffer._schema().TensorType.FLOAT32
-    original = flatbuffer.write(fb)
+        fb.tensors[i].type_name = "FLOAT32"
+    original = fb.to_bytes()
     x = _data(20, seed=3)
     np.testing.assert_array_equal(run_tflm(res.model_bytes, x), run_tflm(original, x))
 
@@ -932,8 +932,7 @@ def test_compress_decisions():
     comp = seq.report["compression"]
     # 6 gate matrices read at every step, the head's kernel once: 7 DECODEs, not 6 * T + 1.
     assert comp["applied"] and comp["same_outputs"]["identical"] and comp["decodes_shared"] == 6 * (T - 1)
-    fb = flatbuffer.read(seq.model_bytes)
-    names = [flatbuffer.op_name(fb, op) for op in fb.subgraphs[0].operators]
+    names = [op.name for op in TFLiteModel.from_bytes(seq.model_bytes).operators]
     assert names.count("CUSTOM:TFLM_DECODE") == 7 and names.count("FULLY_CONNECTED") == 6 * T + 1
     with pytest.raises(ExportError, match="compress must be False, True, 'auto' or 'flash'; got 'yes'"):
         to_tflite(lstm, x, compress="yes")

@@ -31,7 +31,8 @@ OUT = os.path.join(HERE, "..", "..", "results", "probes", f"stream_roundings_sim
 
 import keras  # noqa: E402
 
-from keras_lowprec.export import flatbuffer, to_tflite, verify  # noqa: E402
+from keras_lowprec.export import to_tflite, verify  # noqa: E402
+from keras_lowprec.export.tflite import TFLiteModel  # noqa: E402
 
 x_train, y_train, x_test, y_test = bench.digits()
 model = bench.build("Ternary", "SimpleRNN", args.units)
@@ -41,9 +42,9 @@ agree_keras = reference.argmax(-1)
 res = to_tflite(model, x_train[:300], mode="stream", verify_data=x_test, max_verify=len(x_test))
 
 # The step graph's activations, by the op that writes them.
-fb = flatbuffer.read(res.model_bytes)
-sg = fb.subgraphs[0]
-ops = [(flatbuffer.op_name(fb, op), op) for op in sg.operators]
+fb = TFLiteModel.from_bytes(res.model_bytes)
+sg = fb.subgraph.raw
+ops = [(op.name, op.raw) for op in fb.operators]
 names = [n for n, _ in ops]
 if names != ["FULLY_CONNECTED", "FULLY_CONNECTED", "ADD", "TANH", "FULLY_CONNECTED"]:
     raise SystemExit(f"unexpected step graph {names}")

@@ -150,9 +150,9 @@ def to_float_tflite(model, *, timesteps: int | None = None, mode: str = "sequenc
 
 def read_metadata(model_bytes: bytes) -> dict | None:
     """The exporter's metadata (weight encodings, mode, states) of an exported model."""
-    from keras_lowprec.export import flatbuffer
+    from keras_lowprec.export.tflite import metadata
 
-    return flatbuffer.read_metadata(model_bytes)
+    return metadata.read_metadata(model_bytes)
 
 
 def run_tflm(model_bytes: bytes, x, *, arena_size: int | None = None) -> np.ndarray:

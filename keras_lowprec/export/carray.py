@@ -155,6 +155,6 @@ def model_test_data_h(inputs: np.ndarray, steps: np.ndarray, expected: np.ndarra
 
 
 def report_json(report: dict) -> str:
-    from keras_lowprec.export.flatbuffer import json_default
+    from keras_lowprec.export.tflite.metadata import json_default
 
     return json.dumps(report, indent=2, sort_keys=True, default=json_default) + "\n"

@@ -10,9 +10,9 @@ from keras_lowprec.export.rewrite import lstm_info
 
 def build(plan, route, mode: str, rewritten, seconds: float) -> dict[str, Any]:
     """The report of a rewritten model, before verification."""
-    from keras_lowprec.export import flatbuffer
+    from keras_lowprec.export.tflite import TFLiteModel, checks
 
-    fb = flatbuffer.read(rewritten.model_bytes)
+    fb = TFLiteModel.from_bytes(rewritten.model_bytes)
     tensors = rewritten.tensors
     return {
         "mode": mode,
@@ -25,11 +25,11 @@ def build(plan, route, mode: str, rewritten, seconds: float) -> dict[str, Any]:
         "lstm": lstm_info(plan, route),
         "kernel_sets": "reference" if route.not_on_cmsis_nn else "any",
         "not_on_cmsis_nn": route.not_on_cmsis_nn,
-        "ops": flatbuffer.op_names(fb),
-        "io": flatbuffer.io_quantization(fb),
+        "ops": checks.op_names(fb),
+        "io": checks.io_quantization(fb),
         "model_bytes": len(rewritten.model_bytes),
-        "weight_bytes": flatbuffer.weight_bytes(fb),
-        "int8_weight_bytes": flatbuffer.weight_bytes(fb, int8_only=True),
+        "weight_bytes": checks.weight_bytes(fb),
+        "int8_weight_bytes": checks.weight_bytes(fb, int8_only=True),
         "weights": weights(plan, tensors),
         "tensors": tensors,
         "exactness": exactness(tensors),

@@ -20,7 +20,14 @@ NEEDED = {
 
 def missing() -> list[str]:
     """Import names of ``NEEDED`` that cannot be found."""
-    return [name for name in NEEDED if importlib.util.find_spec(name) is None]
+    return [name for name in NEEDED if not _found(name)]
+
+
+def _found(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a broken install or an import hook that refuses it
+        return False
 
 
 def check() -> None:

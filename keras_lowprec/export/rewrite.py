@@ -28,27 +28,28 @@ class Rewritten:
 def run(raw: bytes, plan, route, mode: str, stream_timesteps: int | None) -> Rewritten:
     """All rewrites of the converted model ``raw`` (``stream_timesteps``: the length the
     fused graph was converted with, set to 1 for a fused stream export)."""
-    from keras_lowprec.export import flatbuffer, fused, unroll
+    from keras_lowprec.export.tflite import (TFLiteModel, activations, checks, exact_weights, fused_lstm,
+                                             metadata as meta, unroll)
 
-    fb = flatbuffer.read(raw)
+    fb = TFLiteModel.from_bytes(raw)
     if route.fused:
-        fused.prepare(fb, len(plan.recurrent), stream_timesteps if mode == "stream" else None)
-    flatbuffer.check_integer_only(fb)
-    records = flatbuffer.encode_weights(fb, plan.weights, _optional_weights(plan, route))
+        fused_lstm.prepare(fb, len(plan.recurrent), stream_timesteps if mode == "stream" else None)
+    checks.check_integer_only(fb)
+    records = exact_weights.encode_weights(fb, plan.weights, _optional_weights(plan, route))
     n_states = 0 if route.fused else len(plan.state_sizes)  # fused: the op's variable tensors
     if route.build == "stream" and not route.fused:
         _state_io(fb, plan, n_states)
     # Inputs of TANH / LOGISTIC: no wider than the range that changes their int8 output.
-    tightened = flatbuffer.tighten_saturating_inputs(fb)
+    tightened = activations.tighten_saturating_inputs(fb)
     tensors = [r.as_dict() for r in records]
     if route.via_stream:
         remap = unroll.unroll_stream(fb, plan.timesteps, n_states, ends_with_sequence(plan))
         tensors = [dict(r, index=remap[r["index"]]) for r in tensors if r["index"] in remap]
         n_states = 0
-    flatbuffer.dedupe_buffers(fb)
-    flatbuffer.add_metadata(fb, flatbuffer.METADATA_NAME, metadata(plan, route, mode, tensors))
-    model_bytes = flatbuffer.write(fb)
-    flatbuffer.check_integer_only(flatbuffer.read(model_bytes))
+    exact_weights.dedupe_buffers(fb)
+    meta.add_metadata(fb, meta.METADATA_NAME, metadata(plan, route, mode, tensors))
+    model_bytes = fb.to_bytes()
+    checks.check_integer_only(TFLiteModel.from_bytes(model_bytes))
     return Rewritten(model_bytes, tensors, n_states, tightened)
 
 
@@ -61,11 +62,10 @@ def _optional_weights(plan, route) -> tuple[str, ...]:
 
 
 def _state_io(fb, plan, n_states: int) -> None:
-    from keras_lowprec.export import flatbuffer
-    from keras_lowprec.export.state_io import order_stream_io
+    from keras_lowprec.export.tflite import state_io
 
-    order_stream_io(fb, plan.state_sizes)
-    flatbuffer.share_state_quantization(fb, [(1 + i, 1 + i) for i in range(n_states)])
+    state_io.order_stream_io(fb, plan.state_sizes)
+    state_io.share_state_quantization(fb, [(1 + i, 1 + i) for i in range(n_states)])
 
 
 def lstm_info(plan, route) -> dict | None:

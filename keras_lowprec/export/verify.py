@@ -156,10 +156,10 @@ def _tflm_message(err: list[str], exc: Exception) -> str:
 
 
 def _model_io(model_bytes: bytes):
-    from keras_lowprec.export import flatbuffer
+    from keras_lowprec.export.tflite import TFLiteModel
 
-    m = flatbuffer.read(model_bytes)
-    return list(m.subgraphs[0].inputs), list(m.subgraphs[0].outputs)
+    sg = TFLiteModel.from_bytes(model_bytes).subgraph
+    return list(sg.inputs), list(sg.outputs)
 
 
 _PROBE = """

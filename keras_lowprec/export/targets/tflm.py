@@ -193,7 +193,7 @@ def _compress(ctx) -> None:
     outputs on up to 50 held-out sequences and it pays off as asked; fills
     ``report["compression"]`` and, when applied, replaces the model and its arena fields."""
     from keras_lowprec.export import compress as compress_lib
-    from keras_lowprec.export import flatbuffer
+    from keras_lowprec.export.tflite import TFLiteModel, checks
 
     plan, report = ctx.plan, ctx.report
     comp, info = compress_lib.compress(ctx.model_bytes, report["tensors"], report["graph"])
@@ -206,7 +206,7 @@ def _compress(ctx) -> None:
     if not out["applied"]:
         return
     ctx.model_bytes, ctx.smallest, ctx.arena = comp, small, used
-    report["ops"] = flatbuffer.op_names(flatbuffer.read(comp))
+    report["ops"] = checks.op_names(TFLiteModel.from_bytes(comp))
     report["model_bytes"] = len(comp)
     if ctx.route.fused:
         report["not_on_cmsis_nn"] = COMPRESSED_FUSED_ON_CMSIS_NN
