@@ -59,33 +59,8 @@ def quantize_model(
         except ValueError as err:
             raise ValueError(f"quantize_model `{arg}`: {err}") from None
 
-    def quantize_layer(layer):
-        if isinstance(layer, keras.Model):  # a nested Sequential / Functional model
-            return quantize_model(layer, **args)
-        if isinstance(layer, keras.layers.TimeDistributed):
-            return keras.layers.TimeDistributed(quantize_layer(layer.layer), name=layer.name)
-        if isinstance(layer, keras.layers.Bidirectional):
-            return keras.layers.Bidirectional(
-                quantize_layer(layer.forward_layer),
-                backward_layer=quantize_layer(layer.backward_layer),
-                merge_mode=layer.merge_mode,
-                name=layer.name,
-            )
-        twin = _twin_class(layer)
-        if twin is None:
-            return layer.__class__.from_config(layer.get_config())
-        config = layer.get_config()
-        if twin is QuantDense:
-            quantizer_args = {k: args[k] for k in ("kernel_quantizer", "bias_quantizer")}
-        else:
-            quantizer_args = dict(args)
-        for constraint in _CONSTRAINTS:
-            if constraint in config and config[constraint] is None:
-                config[constraint] = "auto"
-        return twin(**config, **{k: quantizers_lib.get(v) for k, v in quantizer_args.items()})
-
     try:
-        quantized = keras.models.clone_model(model, clone_function=quantize_layer)
+        quantized = keras.models.clone_model(model, clone_function=lambda layer: _quantize_layer(layer, args))
     except ValueError as err:
         raise ValueError(
             f"quantize_model supports Functional and Sequential models; cloning failed: {err}"
@@ -105,6 +80,34 @@ def quantize_model(
             f"quantize_model left these layers in float (no quantized twin for them or for the wrapper "
             f"around them): {', '.join(left)}.", stacklevel=2)
     return quantized
+
+
+
+def _quantize_layer(layer, args: dict):
+    """The ``Quant*`` twin of one layer (wrappers and nested models recursively), or a clone."""
+    if isinstance(layer, keras.Model):  # a nested Sequential / Functional model
+        return quantize_model(layer, **args)
+    if isinstance(layer, keras.layers.TimeDistributed):
+        return keras.layers.TimeDistributed(_quantize_layer(layer.layer, args), name=layer.name)
+    if isinstance(layer, keras.layers.Bidirectional):
+        return keras.layers.Bidirectional(
+            _quantize_layer(layer.forward_layer, args),
+            backward_layer=_quantize_layer(layer.backward_layer, args),
+            merge_mode=layer.merge_mode,
+            name=layer.name,
+        )
+    twin = _twin_class(layer)
+    if twin is None:
+        return layer.__class__.from_config(layer.get_config())
+    config = layer.get_config()
+    if twin is QuantDense:
+        quantizer_args = {k: args[k] for k in ("kernel_quantizer", "bias_quantizer")}
+    else:
+        quantizer_args = dict(args)
+    for constraint in _CONSTRAINTS:
+        if constraint in config and config[constraint] is None:
+            config[constraint] = "auto"
+    return twin(**config, **{k: quantizers_lib.get(v) for k, v in quantizer_args.items()})
 
 
 def left_in_float(model) -> list[str]:

@@ -31,9 +31,12 @@ parser.add_argument("--cell", choices=common.CELLS, required=True)
 parser.add_argument("--variants", nargs="+", required=True,
                     help="METHOD or METHOD+RECIPE, RECIPE one of " + ", ".join(r for r in RECIPES if r))
 parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+parser.add_argument("--test", action="store_true",
+                    help="final runs of recipes already chosen on validation: also record test accuracy, "
+                         "in results/fsdd_test_<cell>.json")
 args = parser.parse_args()
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "results", "probes",
-                   f"fsdd_recipe_{args.cell}.json")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "results",
+                   *(("fsdd_test_" + args.cell + ".json",) if args.test else ("probes", f"fsdd_recipe_{args.cell}.json")))
 SETTINGS = dict(cell=args.cell, units=96, epochs=30, batch_size=32, lr=2e-3, normalize="global", noise=0.3,
                 dropout=0.3)
 out = json.load(open(OUT)) if os.path.exists(OUT) else {}
@@ -51,9 +54,12 @@ for variant in args.variants:
             result, _ = common.train_fsdd(run, common.default_data_dir(), scratch, verbose=0)
         entry["seeds"][str(seed)] = {"validation_accuracy": result["validation_accuracy"],
                                      "best_epoch": result["best_epoch"]}
-        accs = [r["validation_accuracy"] for r in entry["seeds"].values()]
-        entry["validation_mean"] = statistics.mean(accs)
-        entry["validation_sd"] = statistics.stdev(accs) if len(accs) > 1 else None
+        if args.test:
+            entry["seeds"][str(seed)]["test_accuracy"] = result["test_accuracy"]
+        for split in ("validation", "test") if args.test else ("validation",):
+            accs = [r[f"{split}_accuracy"] for r in entry["seeds"].values()]
+            entry[f"{split}_mean"] = statistics.mean(accs)
+            entry[f"{split}_sd"] = statistics.stdev(accs) if len(accs) > 1 else None
         entry["command"] = "python examples/probes/fsdd_recipe.py " + " ".join(sys.argv[1:])
         os.makedirs(os.path.dirname(OUT), exist_ok=True)
         with open(OUT, "w") as fh:
