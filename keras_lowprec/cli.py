@@ -1,6 +1,7 @@
 """The ``keras-lowprec`` command.
 
     keras-lowprec export MODEL.keras --data CALIBRATION.npy --out DIR [--timesteps T] [--mode stream]
+    keras-lowprec export-c MODEL.keras --data CALIBRATION.npy --out DIR [--packing 2bit|trit5]
     keras-lowprec firmware DIR [--target host|cortex-m4|cortex-m4-cmsis-nn] [--tflm-dir TFLM]
 
 Arguments are checked (files, array shape, values) before the exporter (TensorFlow Lite) is
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--no-verify", action="store_true", help="skip the LiteRT/TFLM verification")
     exp.add_argument("--no-c-array", action="store_true", help="write only model.tflite and report.json")
     exp.add_argument("--quiet", action="store_true", help="no progress display")
+    _export_c_parser(sub)
     fw = sub.add_parser(
         "firmware",
         help="build an export with TFLM's C++ sources and run its test vectors on a target",
@@ -80,6 +82,30 @@ def _parser() -> argparse.ArgumentParser:
     fw.add_argument("--build-dir", default=None, metavar="DIR",
                     help="object cache (default $KERAS_LOWPREC_FIRMWARE_CACHE or ~/.cache/keras_lowprec/firmware)")
     return parser
+
+
+def _export_c_parser(sub) -> None:
+    exc = sub.add_parser(
+        "export-c",
+        help="export a trained model as C99 for the keras_lowprec C runtime (multiplier-free kernels)",
+        description=(
+            "Export a trained .keras model as C99 source for the keras_lowprec C runtime: packed ternary weights "
+            "(2 or 1.6 bits), 4-bit shift codes for exponential weights, int8 activations, no multiplication "
+            "in any matrix-vector product. Writes <name>.c/.h, the runtime (klp.c, klp.h), test vectors "
+            "(klp_test_data.h) and report.json to --out."
+        ),
+    )
+    exc.add_argument("model", metavar="MODEL.keras", help="trained model saved with model.save('...keras')")
+    exc.add_argument("--data", required=True, metavar="CALIBRATION.npy",
+                     help="float array (samples, timesteps, features); its last fifth (with >= 10 samples) "
+                          "becomes the test vectors and the comparison with Keras")
+    exc.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    exc.add_argument("--packing", choices=("2bit", "trit5"), default="2bit",
+                     help="ternary weights 4 per byte (2 bits, fastest; default) or 5 per byte (1.6 bits)")
+    exc.add_argument("--name", default="model", help="C identifier of the model (file and symbol names)")
+    exc.add_argument("--table-bytes", type=int, default=2048, metavar="N",
+                     help="RAM for the partial-sum tables (built per block of inputs; default 2048)")
+    exc.set_defaults(timesteps=None, mode="stream")
 
 
 def _check_export_args(args) -> None:
@@ -205,6 +231,38 @@ def _export(args) -> int:
     return 0
 
 
+def _export_c(args) -> int:
+    import keras
+
+    from keras_lowprec.export import ExportError, to_c
+
+    try:
+        model = keras.saving.load_model(args.model, compile=False)
+    except Exception as err:  # noqa: BLE001
+        print(f"{PROG}: error: cannot load {args.model}: {str(err).splitlines()[0] if str(err) else err}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    data = args._data.astype("float32")
+    k = max(1, len(data) // 5) if len(data) >= 10 else 0
+    try:
+        res = to_c(model, data[:len(data) - k], args.out, packing=args.packing, name=args.name,
+                   table_bytes=args.table_bytes, verify_data=data[len(data) - k:] if k else None)
+    except ExportError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return EXIT_EXPORT
+    rep = res.report
+    lines = [f"wrote {', '.join(sorted(os.listdir(args.out)))} to {args.out}",
+             f"weights {rep['flash_bytes']['weights']} B ({rep['bits_per_weight']:.2f} bits per weight), "
+             f"parameters {rep['flash_bytes']['params']} B, tables {rep['flash_bytes']['tables']} B; "
+             f"RAM {rep['ram_bytes']['total']} B (state {rep['ram_bytes']['state']} B)"]
+    if "verify" in rep:
+        v = rep["verify"]
+        lines.append(f"integer reference vs Keras on {v['sequences']} held-out sequences: argmax agreement "
+                     f"{v['argmax_agreement_with_keras']:.1%}")
+    print("\n".join(lines))
+    return 0
+
+
 def _firmware(args) -> int:
     from keras_lowprec.export import firmware
 
@@ -240,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return _export(args)
+        return _export_c(args) if args.command == "export-c" else _export(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted (no partial files are left: each is written atomically)", file=sys.stderr)
         return 130

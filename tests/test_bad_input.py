@@ -108,11 +108,12 @@ def _export_cases(tmp_path):
 def test_exporter_arguments_are_checked_before_conversion(tmp_path, monkeypatch):
     """Each bad argument raises ExportError naming it, and no conversion was started."""
     from keras_lowprec import export
+    from keras_lowprec.export import routes
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("the converter ran before the argument check")
 
-    monkeypatch.setattr(export, "_convert", no_conversion)
+    monkeypatch.setattr(routes, "convert", no_conversion)
     for call, match in _export_cases(tmp_path):
         with pytest.raises(export.ExportError, match=match):
             call()

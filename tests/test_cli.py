@@ -167,3 +167,28 @@ def test_export_of_a_model_saved_by_another_process(tmp_path):
     assert "compression (auto): not applied" in proc.stdout
     assert {"model.tflite", "model_data.cc", "model_data.h", "model_ops.h", "model_test_data.h",
             "report.json"} <= set(os.listdir(out))
+
+
+def test_export_c_command_writes_the_c_runtime_files(tmp_path):
+    """``keras-lowprec export-c`` on a model saved in another process: the C files and the
+    integer reference compared with Keras on the held-out fifth; a bad name is one line."""
+    code = (
+        "import numpy as np, keras\n"
+        "from keras_lowprec import layers as L\n"
+        "keras.utils.set_random_seed(0)\n"
+        "m = keras.Sequential([keras.Input((6, 3)), L.TernaryGRU(8), L.TernaryDense(4)])\n"
+        f"m.save({str(tmp_path / 'm.keras')!r})\n"
+        f"np.save({str(tmp_path / 'x.npy')!r}, np.random.default_rng(0).normal(size=(20, 6, 3)).astype('float32'))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+    out = tmp_path / "c"
+    proc = subprocess.run([sys.executable, "-m", "keras_lowprec.cli", "export-c", str(tmp_path / "m.keras"), "--data",
+                           str(tmp_path / "x.npy"), "--out", str(out), "--name", "net"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["klp.c", "klp.h", "klp_test_data.h", "net.c", "net.h", "report.json"]
+    assert "bits per weight" in proc.stdout and "on 4 held-out sequences" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "keras_lowprec.cli", "export-c", str(tmp_path / "m.keras"), "--data",
+                          str(tmp_path / "x.npy"), "--out", str(out), "--name", "9net"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "name: must be a C identifier" in bad.stderr

@@ -14,7 +14,6 @@ depend on the exporter only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess

@@ -34,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 
+from keras_lowprec.export.cruntime.api import CExport, to_c
 from keras_lowprec.export.errors import ExactnessError, ExportError, TFLMError, UnsupportedLayerError
 from keras_lowprec.export.options import MODES, ExportOptions, check_output_dir, check_representative_data
 from keras_lowprec.export.pipeline import ExportResult
@@ -41,6 +42,8 @@ from keras_lowprec.export.pipeline import ExportResult
 __all__ = [
     "to_tflite",
     "to_float_tflite",
+    "to_c",
+    "CExport",
     "ExportResult",
     "ExportError",
     "UnsupportedLayerError",

@@ -24,10 +24,12 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
 
-def write_folder(output_dir: str, files: dict[str, bytes | str]) -> dict[str, str]:
-    """Makes ``output_dir`` hold exactly ``files`` (name -> content) of ``EXPORT_FILES``, plus
-    whatever else it held; returns name -> path. See the module docstring."""
-    unknown = set(files) - set(EXPORT_FILES)
+def write_folder(output_dir: str, files: dict[str, bytes | str],
+                 owned: tuple[str, ...] = EXPORT_FILES) -> dict[str, str]:
+    """Makes ``output_dir`` hold exactly ``files`` (name -> content) of the export's ``owned``
+    file names (default: the TFLM export's), plus whatever else it held; returns name -> path.
+    See the module docstring."""
+    unknown = set(files) - set(owned)
     if unknown:
         raise ValueError(f"write_folder: not export files: {sorted(unknown)}")
     target = os.path.abspath(os.fspath(output_dir))
@@ -40,7 +42,7 @@ def write_folder(output_dir: str, files: dict[str, bytes | str]) -> dict[str, st
         for name, data in files.items():
             _write_synced(os.path.join(staging, name), data.encode() if isinstance(data, str) else data)
         if os.path.isdir(target):
-            _link_others(target, staging)
+            _link_others(target, staging, owned)
             _swap(staging, target)  # staging now holds the old set
             shutil.rmtree(staging, ignore_errors=True)
         else:
@@ -60,11 +62,11 @@ def _write_synced(path: str, data: bytes) -> None:
     os.chmod(path, 0o666 & ~_umask())
 
 
-def _link_others(old: str, new: str) -> None:
+def _link_others(old: str, new: str, owned: tuple[str, ...]) -> None:
     """Hard links (copies across file systems) every entry of ``old`` that is not an export
     file into ``new``: the user's files survive the swap."""
     for entry in os.listdir(old):
-        if entry in EXPORT_FILES:
+        if entry in owned:
             continue
         src, dst = os.path.join(old, entry), os.path.join(new, entry)
         if os.path.isdir(src) and not os.path.islink(src):

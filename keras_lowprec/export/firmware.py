@@ -215,6 +215,37 @@ def flash_bytes(elf: str) -> dict[str, int]:
     return sizes
 
 
+# QEMU boards for bare-metal Cortex-M programs (the TFLM harness above, the C runtime's test
+# program): target -> (machine, cpu, nanoseconds per SysTick tick of the processor clock:
+# 25 MHz on mps2-an386, 16 MHz on the micro:bit's nRF51). Under ``-icount shift=0`` one
+# instruction is one nanosecond of virtual time, so ticks * ns-per-tick counts instructions.
+QEMU_BOARDS = {
+    "cortex-m4": ("mps2-an386", "cortex-m4", 40.0),
+    "cortex-m4-cmsis-nn": ("mps2-an386", "cortex-m4", 40.0),
+    "cortex-m0": ("microbit", "cortex-m0", 62.5),
+}
+# Linker script of the Cortex-M0 board (nRF51: 256 KiB flash, 16 KiB RAM); start-up code is
+# harness/cortex_m/startup.c, shared with the Cortex-M4.
+M0_LINKER_SCRIPT = os.path.join(HARNESS, "cortex_m0", "nrf51.ld")
+
+
+def qemu_command(exe: str, target: str) -> list[str]:
+    """The QEMU command line that runs a bare-metal semihosting program for ``target``."""
+    if target not in QEMU_BOARDS:
+        raise FirmwareError(f"target must be one of {', '.join(QEMU_BOARDS)} to run under QEMU; got {target!r}.")
+    machine, cpu, _ = QEMU_BOARDS[target]
+    return ["qemu-system-arm", "-M", machine, "-cpu", cpu, "-nographic", "-monitor", "none", "-serial", "none",
+            "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", exe]
+
+
+def run_qemu(exe: str, target: str, *, timeout: float = 600.0) -> subprocess.CompletedProcess:
+    """Runs ``exe`` under QEMU for ``target`` (see ``QEMU_BOARDS``); returns the finished process."""
+    try:
+        return subprocess.run(qemu_command(exe, target), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise FirmwareError(f"{target}: the program did not finish within {timeout:.0f} s.") from None
+
+
 def _cache_root(build_dir: str | None) -> str:
     return os.path.abspath(build_dir or os.environ.get("KERAS_LOWPREC_FIRMWARE_CACHE")
                            or os.path.join(os.path.expanduser("~"), ".cache", "keras_lowprec", "firmware"))

@@ -1,6 +1,8 @@
 """The export as a pipeline of small steps over one context:
 
-validate → analyze → choose route → calibrate → convert → rewrite → verify → emit.
+validate → analyze → choose route → calibrate → convert → rewrite → verify → emit
+(TFLM; a stream export also compares itself with the sequence export before emitting), and
+for the C runtime validate → analyze → build → verify → emit.
 
 Each step reads what the earlier ones left in :class:`Context` and adds its own part;
 the target (``targets``) verifies and emits. ``to_tflite`` is ``run`` with the TFLM target.
@@ -70,7 +72,10 @@ class Context:
     vectors: tuple | None = None
     reference: np.ndarray | None = None
     got_tflm: np.ndarray | None = None
-    result: ExportResult | None = None
+    artifact: Any = None  # a target's own model (the C runtime's integer model)
+    layout: Any = None
+    paths: dict = field(default_factory=dict)
+    result: Any = None
 
     @property
     def n_inputs(self) -> int:
@@ -136,6 +141,10 @@ def rewrite(ctx: Context) -> None:
 
 def verify(ctx: Context) -> None:
     ctx.target.verify(ctx)
+
+
+def compare_with_sequence(ctx: Context) -> None:
+    """A verified TFLM stream export: streaming ``T`` steps against the sequence export."""
     if not ctx.opts.verify or ctx.opts.mode != "stream":
         return
     if ctx.plan.mask_value is not None:
@@ -165,32 +174,42 @@ def _stream_vs_sequence(ctx: Context) -> dict:
         return {"skipped": f"no sequence export: {err}"}
 
 
+def build(ctx: Context) -> None:
+    """A target's own model from the plan (targets that do not go through TFLite)."""
+    ctx.target.build(ctx)
+
+
 def emit(ctx: Context) -> None:
-    """The result, and with ``output_dir`` the target's files plus ``report.json`` written
-    as one set (``files.write_folder``)."""
-    ctx.result = ExportResult(model_bytes=ctx.model_bytes, ops=ctx.report["ops"], arena_bytes=ctx.arena,
-                              report=ctx.report)
-    if ctx.opts.output_dir is None:
-        return
-    from keras_lowprec.export import carray, files
+    """With ``output_dir`` the target's files plus ``report.json``, written as one set
+    (``files.write_folder``); then the target's result."""
+    if ctx.opts.output_dir is not None:
+        from keras_lowprec.export import carray, files
 
-    out = ctx.target.emit(ctx)
-    names = [*out, "report.json"]
-    ctx.result.paths = {ctx.target.file_key(n): os.path.join(os.fspath(ctx.opts.output_dir), n) for n in names}
-    ctx.report["paths"] = dict(ctx.result.paths)
-    out["report.json"] = carray.report_json(ctx.report)
-    files.write_folder(ctx.opts.output_dir, out)
+        out = ctx.target.emit(ctx)
+        names = [*out, "report.json"]
+        ctx.paths = {ctx.target.file_key(n): os.path.join(os.fspath(ctx.opts.output_dir), n) for n in names}
+        ctx.report["paths"] = dict(ctx.paths)
+        out["report.json"] = carray.report_json(ctx.report)
+        files.write_folder(ctx.opts.output_dir, out, ctx.target.owned_files())
+    ctx.result = ctx.target.result(ctx)
 
 
-STEPS = (validate, analyze, choose_route, calibrate, convert, rewrite, verify, emit)
+# The steps of each target: TFLM goes through TFLite's converter, the C runtime builds its
+# integer model from the plan directly.
+STEPS = {
+    "tflm": (validate, analyze, choose_route, calibrate, convert, rewrite, verify, compare_with_sequence, emit),
+    "c": (validate, analyze, build, verify, emit),
+}
 
 
-def run(model, representative_data, opts: ExportOptions, target=None) -> ExportResult:
-    """Runs every step of the export of ``model`` for ``target`` (default: TFLM)."""
-    from keras_lowprec.export import requirements, targets
+def run(model, representative_data, opts: ExportOptions, target=None):
+    """Runs every step of the export of ``model`` for ``target`` (default: TFLM) and returns
+    the target's result (``ExportResult`` for TFLM)."""
+    from keras_lowprec.export import targets
 
-    requirements.check()
-    ctx = Context(model, representative_data, opts, target or targets.get("tflm"))
-    for step in STEPS:
+    target = target or targets.get("tflm")
+    target.requirements()
+    ctx = Context(model, representative_data, opts, target)
+    for step in STEPS[target.name]:
         step(ctx)
     return ctx.result

@@ -21,6 +21,17 @@ _FILE_KEYS = {"model.tflite": "tflite", "model_data.cc": "cc", "model_data.h": "
 class TFLMTarget:
     name = "tflm"
 
+    def requirements(self) -> None:
+        from keras_lowprec.export import requirements
+
+        requirements.check()
+
+    def result(self, ctx):
+        from keras_lowprec.export.pipeline import ExportResult
+
+        return ExportResult(model_bytes=ctx.model_bytes, paths=dict(ctx.paths), ops=ctx.report["ops"],
+                            arena_bytes=ctx.arena, report=ctx.report)
+
     def verify(self, ctx) -> None:
         """Verification (or, without it, one load in a child process: no file TFLM cannot
         run), then compression when asked, then the arena fields of the report."""
@@ -54,6 +65,12 @@ class TFLMTarget:
     @staticmethod
     def file_key(name: str) -> str:
         return _FILE_KEYS[name]
+
+    @staticmethod
+    def owned_files() -> tuple[str, ...]:
+        from keras_lowprec.export.files import EXPORT_FILES
+
+        return EXPORT_FILES
 
 
 def _header_info(ctx) -> dict:
