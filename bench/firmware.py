@@ -20,7 +20,7 @@ is also forced through CMSIS-NN (``KERAS_LOWPREC_ALLOW_WRONG_KERNELS``) to count
 outputs its LSTM kernel gets wrong; the exporter's ``model_ops.h`` refuses that build.
 
     python bench/firmware.py --out results/firmware.json
-    python bench/firmware.py --table results/firmware.json     # the README's table from it
+    python bench/firmware.py --table results/firmware.json     # the table of docs/benchmarks.md
 """
 
 from __future__ import annotations

@@ -3,29 +3,22 @@
 Main entry point: :func:`to_tflite`. See ``export/README.md`` (top level of the
 repository) for how firmware consumes the files it writes.
 
-How it works:
+Public names only; the work is done by ``pipeline`` (validate → analyze → choose route →
+calibrate → convert → rewrite → verify → emit, see ``docs/extending.md``):
 
-1. the model is read as a chain of layers (one handler per layer type, see ``graph``);
-2. a float twin with the layers' **deterministic rounded weights** is built at batch 1.
-   LSTM chains: a ``tf_keras`` model that converts to TFLM's fused integer LSTM op (see
-   ``fused``; stream mode: the same graph with a time axis of 1, state in the op's variable
-   tensors). Otherwise: one time step with explicit state inputs/outputs, which
-   ``mode="sequence"`` repeats ``T`` times in the flatbuffer after conversion (``unroll``:
-   one calibration, the same integers as ``T`` stream invokes); a model that cannot run
-   step by step (e.g. ``Flatten`` over time) gets the whole sequence with the time loop
-   unrolled in the twin instead;
-3. the TFLite converter quantizes it to int8 (activations calibrated on the
-   representative data; int8 input and output; builtin int8 ops only);
-4. the flatbuffer is rewritten so that every weight tensor is **exact**: int8 code times
-   scale equals the rounded weight in float32 (ternary/binary: codes 0/±64 and scale
-   level/64; pow2-ternary/exponential: shift codes ±2^j and a power-of-two scale);
-   a graph with any float tensor or non-builtin op is refused; the int8 range of every
-   TANH / LOGISTIC input is narrowed to the inputs that change the int8 output;
-5. the written model is run in LiteRT and in the TFLM interpreter on held-out sequences
-   and compared with the Keras model (report: errors, argmax agreement and its ceiling
-   set by the int8 output grid, weight exactness, bytes, arena, latency); a stream
-   export is also compared with the sequence-mode export of the same model in TFLM
-   (``verification.stream_vs_sequence``).
+1. the model is read as a chain of stages, one handler per layer family (``handlers``);
+2. a float twin with the layers' **deterministic rounded weights** is built at batch 1
+   (``routes``: TFLM's fused LSTM op through ``tf_keras``, or the step graph, repeated ``T``
+   times in the flatbuffer for a sequence export, or the converter's unrolled sequence);
+3. the TFLite converter quantizes it to int8 (activations calibrated on the representative
+   data; int8 input and output; builtin int8 ops only);
+4. the flatbuffer is rewritten (``tflite``) so that every weight tensor is **exact**: int8 code
+   times scale equals the rounded weight in float32 (``encodings``); a graph with any float
+   tensor or non-builtin op is refused;
+5. the target (``targets.tflm``) runs the model in LiteRT and in the TFLM interpreter on
+   held-out sequences, compares with Keras and writes the files.
+
+:func:`to_c` exports the same analysis to the project's C runtime instead (``targets.c``).
 """
 
 from __future__ import annotations
