@@ -40,3 +40,10 @@ def test_supported_layers_come_from_the_handler_registry():
     for handler in handlers._ORDER:
         assert handler.description in text
     assert {"LSTM", "Dense", "LayerNormalization", "Masking", "Dropout"} <= set(handlers._REGISTRY)
+
+
+def test_docs_list_the_registered_layers():
+    from keras_lowprec.export import handlers
+
+    docs = os.path.join(os.path.dirname(ROOT), "docs", "export.md")
+    assert "> " + handlers.supported_layers() + "\n" in open(docs).read()
