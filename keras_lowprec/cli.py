@@ -33,21 +33,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Tools for keras_lowprec models (RNNs with binary/ternary/pow2-ternary/exponential weights).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    exp = sub.add_parser(
-        "export",
-        help="export a trained model to an int8 TFLite model for TensorFlow Lite Micro",
-        description=(
-            "Export a trained .keras model to an int8 TFLite flatbuffer that runs on TensorFlow Lite Micro, "
-            "with exact ternary/binary weights and shift-encoded pow2-ternary/exponential weights. Writes "
-            "model.tflite, model_data.cc/.h, model_ops.h and report.json to --out, and verifies the model in "
-            "LiteRT and TFLM against Keras."
-        ),
-    )
-    exp.add_argument("model", metavar="MODEL.keras", help="trained model saved with model.save('...keras')")
-    exp.add_argument("--data", required=True, metavar="CALIBRATION.npy",
-                     help="float array (samples, timesteps, features) for calibration; its last fifth "
-                          "(with >= 10 samples) is held out for verification")
-    exp.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    exp = _model_command(
+        sub, "export", "export a trained model to an int8 TFLite model for TensorFlow Lite Micro",
+        "Export a trained .keras model to an int8 TFLite flatbuffer that runs on TensorFlow Lite Micro, "
+        "with exact ternary/binary weights and shift-encoded pow2-ternary/exponential weights. Writes "
+        "model.tflite, model_data.cc/.h, model_ops.h and report.json to --out, and verifies the model in "
+        "LiteRT and TFLM against Keras.",
+        "its last fifth (with >= 10 samples) is held out for verification")
     exp.add_argument("--timesteps", type=int, default=None, metavar="T",
                      help="sequence length (required for a model with a variable time axis in sequence mode)")
     exp.add_argument("--mode", choices=("sequence", "stream"), default="sequence",
@@ -84,22 +76,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_command(sub, name: str, help: str, description: str, held_out: str):
+    """A subcommand taking MODEL.keras, --data and --out."""
+    cmd = sub.add_parser(name, help=help, description=description)
+    cmd.add_argument("model", metavar="MODEL.keras", help="trained model saved with model.save('...keras')")
+    cmd.add_argument("--data", required=True, metavar="CALIBRATION.npy",
+                     help=f"float array (samples, timesteps, features) for calibration; {held_out}")
+    cmd.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    return cmd
+
+
 def _export_c_parser(sub) -> None:
-    exc = sub.add_parser(
-        "export-c",
-        help="export a trained model as C99 for the keras_lowprec C runtime (multiplier-free kernels)",
-        description=(
-            "Export a trained .keras model as C99 source for the keras_lowprec C runtime: packed ternary weights "
-            "(2 or 1.6 bits), 4-bit shift codes for exponential weights, int8 activations, no multiplication "
-            "in any matrix-vector product. Writes <name>.c/.h, the runtime (klp.c, klp.h), test vectors "
-            "(klp_test_data.h) and report.json to --out."
-        ),
-    )
-    exc.add_argument("model", metavar="MODEL.keras", help="trained model saved with model.save('...keras')")
-    exc.add_argument("--data", required=True, metavar="CALIBRATION.npy",
-                     help="float array (samples, timesteps, features); its last fifth (with >= 10 samples) "
-                          "becomes the test vectors and the comparison with Keras")
-    exc.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    exc = _model_command(
+        sub, "export-c", "export a trained model as C99 for the keras_lowprec C runtime (multiplier-free kernels)",
+        "Export a trained .keras model as C99 source for the keras_lowprec C runtime: packed ternary weights "
+        "(2 or 1.6 bits), 4-bit shift codes for exponential weights, int8 activations, no multiplication "
+        "in any matrix-vector product. Writes <name>.c/.h, the runtime (klp.c, klp.h), test vectors "
+        "(klp_test_data.h) and report.json to --out.",
+        "its last fifth (with >= 10 samples) becomes the test vectors and the comparison with Keras")
     exc.add_argument("--packing", choices=("2bit", "trit5"), default="2bit",
                      help="ternary weights 4 per byte (2 bits, fastest; default) or 5 per byte (1.6 bits)")
     exc.add_argument("--name", default="model", help="C identifier of the model (file and symbol names)")
@@ -175,17 +169,23 @@ class _Progress:
             self.last = (stage, now)
 
 
-def _export(args) -> int:
+def _load_model(path: str):
+    """The saved model, or None after printing why it cannot be loaded."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001
+        print(f"{PROG}: error: cannot load {path}: {str(err).splitlines()[0] if str(err) else err}", file=sys.stderr)
+        return None
+
+
+def _export(args) -> int:
     from keras_lowprec.export import ExportError, to_tflite
 
-    try:
-        model = keras.saving.load_model(args.model, compile=False)
-    except Exception as err:  # noqa: BLE001
-        print(f"{PROG}: error: cannot load {args.model}: {str(err).splitlines()[0] if str(err) else err}",
-              file=sys.stderr)
+    model = _load_model(args.model)
+    if model is None:
         return EXIT_USAGE
     try:
         result = to_tflite(model, args._data, timesteps=args.timesteps, mode=args.mode, output_dir=args.out,
@@ -232,15 +232,10 @@ def _export(args) -> int:
 
 
 def _export_c(args) -> int:
-    import keras
-
     from keras_lowprec.export import ExportError, to_c
 
-    try:
-        model = keras.saving.load_model(args.model, compile=False)
-    except Exception as err:  # noqa: BLE001
-        print(f"{PROG}: error: cannot load {args.model}: {str(err).splitlines()[0] if str(err) else err}",
-              file=sys.stderr)
+    model = _load_model(args.model)
+    if model is None:
         return EXIT_USAGE
     data = args._data.astype("float32")
     k = max(1, len(data) // 5) if len(data) >= 10 else 0
