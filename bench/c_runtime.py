@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export_size_latency import build, digits  # noqa: E402
+from export_size_latency import digits, model_args, trained  # noqa: E402
 from firmware import _tool_version  # noqa: E402  (bench/firmware.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,15 +193,9 @@ def goals(c: dict, tflm: dict | None) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/c_runtime.json")
-    parser.add_argument("--units", type=int, default=32)
-    parser.add_argument("--kinds", nargs="+", default=["LSTM", "GRU"])
-    parser.add_argument("--methods", nargs="+", default=["Ternary", "Exponential"])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--build-dir", default="build/firmware", help="TFLM harness cache (as bench/firmware.py)")
+    model_args(parser, "results/c_runtime.json", ["LSTM", "GRU"])
     parser.add_argument("--m0-build-dir", default="build/firmware-m0", help="TFLM Cortex-M0 objects")
     parser.add_argument("--no-tflm", action="store_true", help="measure the C runtime only")
-    parser.add_argument("--table", metavar="JSON", help="print the table of a result file and stop")
     args = parser.parse_args(argv)
     if args.table:
         print(table(json.load(open(args.table))))
@@ -214,24 +208,21 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         kernels = kernel_costs(tmp)
         print("instructions per weight of the kernels (192 x 128, tables included):", json.dumps(kernels, indent=1))
-        for kind in args.kinds:
-            for method in args.methods:
-                model = build(method, kind, args.units)
-                model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0)
-                keras_acc = float(np.mean(model.predict(x_test, verbose=0).argmax(-1) == y_test))
-                tflm = None if args.no_tflm else measure_tflm(
-                    model, x_train, x_test, os.path.join(tmp, f"{kind}_{method}_tflm"), args.build_dir,
-                    args.m0_build_dir)
-                for packing in (["2bit", "trit5"] if method == "Ternary" else ["2bit"]):
-                    c = measure_c(model, x_train, x_test, y_test, os.path.join(tmp, f"{kind}_{method}_{packing}"),
-                                  packing)
-                    row = {"kind": kind, "method": method, "units": args.units, "timesteps": 8,
-                           "keras_accuracy": keras_acc, "c": c, "tflm": tflm,
-                           "accuracy_delta_points": 100 * (c["accuracy"] - keras_acc)}
-                    row["goals"] = goals(c, tflm)
-                    row["goals"]["accuracy_within_1_point"] = abs(row["accuracy_delta_points"]) <= 1.0
-                    rows.append(row)
-                    print(_line(row), flush=True)
+        for kind, method, model in trained(args, x_train, y_train):
+            keras_acc = float(np.mean(model.predict(x_test, verbose=0).argmax(-1) == y_test))
+            tflm = None if args.no_tflm else measure_tflm(
+                model, x_train, x_test, os.path.join(tmp, f"{kind}_{method}_tflm"), args.build_dir,
+                args.m0_build_dir)
+            for packing in (["2bit", "trit5"] if method == "Ternary" else ["2bit"]):
+                c = measure_c(model, x_train, x_test, y_test, os.path.join(tmp, f"{kind}_{method}_{packing}"),
+                              packing)
+                row = {"kind": kind, "method": method, "units": args.units, "timesteps": 8,
+                       "keras_accuracy": keras_acc, "c": c, "tflm": tflm,
+                       "accuracy_delta_points": 100 * (c["accuracy"] - keras_acc)}
+                row["goals"] = goals(c, tflm)
+                row["goals"]["accuracy_within_1_point"] = abs(row["accuracy_delta_points"]) <= 1.0
+                rows.append(row)
+                print(_line(row), flush=True)
     result = {
         "command": "python bench/c_runtime.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "platform": platform.platform(), "processor": platform.machine(),

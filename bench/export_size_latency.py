@@ -47,6 +47,28 @@ def digits():
     return x[n_test:], y[n_test:], x[:n_test], y[:n_test]
 
 
+def model_args(parser, out: str, kinds: list[str]) -> None:
+    """The options shared by the benchmarks that train the digits models: --out, --units,
+    --kinds, --methods, --epochs, --build-dir (the TFLM harness cache), --table."""
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--units", type=int, default=32)
+    parser.add_argument("--kinds", nargs="+", default=kinds)
+    parser.add_argument("--methods", nargs="+", default=["Ternary", "Exponential"])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--build-dir", default="build/firmware", help="TFLM harness object cache")
+    parser.add_argument("--table", metavar="JSON", help="print the table of a committed result file and stop")
+
+
+def trained(args, x_train, y_train):
+    """``(kind, method, model)`` for every ``--kinds`` x ``--methods`` model of the benchmarks,
+    built with ``--units`` and trained ``--epochs`` epochs on the digits."""
+    for kind in args.kinds:
+        for method in args.methods:
+            model = build(method, kind, args.units)
+            model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0)
+            yield kind, method, model
+
+
 def build(method: str, kind: str, units: int):
     import keras
 

@@ -36,7 +36,7 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export_size_latency import build, digits  # noqa: E402
+from export_size_latency import digits, model_args, trained  # noqa: E402
 
 # (label, export keyword arguments, kinds it applies to)
 ROUTES = [
@@ -77,13 +77,7 @@ def measure(out_dir: str, report: dict, build_dir: str) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/firmware.json")
-    parser.add_argument("--units", type=int, default=32)
-    parser.add_argument("--kinds", nargs="+", default=["LSTM", "GRU", "SimpleRNN"])
-    parser.add_argument("--methods", nargs="+", default=["Ternary", "Exponential"])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--build-dir", default="build/firmware")
-    parser.add_argument("--table", metavar="JSON", help="print the markdown table of a committed result and stop")
+    model_args(parser, "results/firmware.json", ["LSTM", "GRU", "SimpleRNN"])
     args = parser.parse_args(argv)
     if args.table:
         print(table(json.load(open(args.table))))
@@ -94,25 +88,22 @@ def main(argv=None) -> int:
     x_train, y_train, x_test, _ = digits()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in args.kinds:
-            for method in args.methods:
-                model = build(method, kind, args.units)
-                model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0)
-                for label, kwargs, kinds in ROUTES:
-                    if kind not in kinds:
-                        continue
-                    out = os.path.join(tmp, f"{kind}_{method}_{label.replace(' ', '_')}")
-                    res = to_tflite(model, x_train[:400], verify_data=x_test[:8], output_dir=out, **kwargs)
-                    rep = res.report
-                    row = {"kind": kind, "method": method, "units": args.units, "export": label,
-                           "graph": rep["graph"], "kernel_sets": rep["kernel_sets"], "ops": rep["ops"],
-                           "model_bytes": rep["model_bytes"], "arena_python_used": rep["arena_bytes"],
-                           "arena_smallest_host": rep["arena_smallest_bytes"],
-                           "kTensorArenaSize": rep["arena_recommended"], "timesteps": 8,
-                           "compression": {k: v for k, v in rep.get("compression", {}).items() if k != "tensors"},
-                           "targets": measure(out, rep, args.build_dir)}
-                    rows.append(row)
-                    print(_line(row), flush=True)
+        for kind, method, model in trained(args, x_train, y_train):
+            for label, kwargs, kinds in ROUTES:
+                if kind not in kinds:
+                    continue
+                out = os.path.join(tmp, f"{kind}_{method}_{label.replace(' ', '_')}")
+                res = to_tflite(model, x_train[:400], verify_data=x_test[:8], output_dir=out, **kwargs)
+                rep = res.report
+                row = {"kind": kind, "method": method, "units": args.units, "export": label,
+                       "graph": rep["graph"], "kernel_sets": rep["kernel_sets"], "ops": rep["ops"],
+                       "model_bytes": rep["model_bytes"], "arena_python_used": rep["arena_bytes"],
+                       "arena_smallest_host": rep["arena_smallest_bytes"],
+                       "kTensorArenaSize": rep["arena_recommended"], "timesteps": 8,
+                       "compression": {k: v for k, v in rep.get("compression", {}).items() if k != "tensors"},
+                       "targets": measure(out, rep, args.build_dir)}
+                rows.append(row)
+                print(_line(row), flush=True)
     result = {
         "command": "python bench/firmware.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "platform": platform.platform(), "processor": platform.machine(),
