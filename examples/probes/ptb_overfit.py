@@ -4,10 +4,10 @@ float, in a "slightly over-fitting" setting)?
 
 GRU on PTB characters trained on the first ``--train-chars`` characters of the training text
 only (embedding 32, windows of 100, batch 64, Adam 2e-3, clipnorm 1), ``--epochs`` epochs; after
-every epoch, bits per character on the first 100,000 validation characters. Per variant: the
+every epoch, bits per character on the first ``--valid-chars`` validation characters. Per variant: the
 validation curve, the best epoch and its BPC, and whether float over-fitted (its last epoch
 worse than its best). One seed per variant. Resumable: finished variants are skipped.
-Writes ``results/probes/ptb_overfit_<chars>_u<units>.json``.
+Writes ``results/probes/ptb_overfit_<chars>_u<units>_e<epochs>.json``.
 
     python examples/probes/ptb_overfit.py --variants float ternary ternary+sto exponential exponential+sto
 """
@@ -29,15 +29,16 @@ parser.add_argument("--variants", nargs="+", required=True, help="METHOD or METH
 parser.add_argument("--train-chars", type=int, default=200_000)
 parser.add_argument("--units", type=int, default=256)
 parser.add_argument("--epochs", type=int, default=25)
+parser.add_argument("--valid-chars", type=int, default=100_000)
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "results", "probes",
-                   f"ptb_overfit_{args.train_chars}_u{args.units}.json")
+                   f"ptb_overfit_{args.train_chars}_u{args.units}_e{args.epochs}.json")
 data = datasets.ptb_chars(common.default_data_dir())
 out = json.load(open(OUT)) if os.path.exists(OUT) else {"variants": {}}
 out["settings"] = {"train_chars": args.train_chars, "units": args.units, "epochs": args.epochs, "seed": args.seed,
                    "embedding": 32, "seq_len": 100, "batch_size": 64, "lr": 2e-3, "clipnorm": 1.0,
-                   "validation_chars": 100_000}
+                   "validation_chars": args.valid_chars}
 
 
 def model_for(method: str, stochastic: bool) -> keras.Model:
@@ -61,7 +62,7 @@ for variant in args.variants:
     curve, t0 = [], time.time()
     for epoch in range(args.epochs):
         model.fit(common.as_dataset(train_b, *specs), epochs=1, verbose=0)
-        curve.append(common.ptb_bpc(model, data.valid[:100_000], 100))
+        curve.append(common.ptb_bpc(model, data.valid[:args.valid_chars], 100))
         print(variant, epoch + 1, round(curve[-1], 4), flush=True)
     best = min(range(len(curve)), key=curve.__getitem__)
     out["variants"][variant] = {"validation_bpc": curve, "best_epoch": best + 1, "best_bpc": curve[best],
