@@ -22,7 +22,7 @@ class AffineHandler(Handler):
             # statistics along another axis (e.g. time): the layer itself, over the whole sequence
             from keras_lowprec.export.handlers.passthrough import ApplyHandler
 
-            return Stage(ApplyHandler.kind, layer, layer.name, ApplyHandler.instance, per_step=False)
+            return Stage(ApplyHandler.kind, layer, layer.name, ApplyHandler(), per_step=False)
         if affine is None:
             raise refuse(layer, f"keeps statistics along axis {layer.axis}; the exporter supports per-feature "
                                 "statistics (axis=-1, the default).")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from keras_lowprec.export.handlers import register
-from keras_lowprec.export.handlers.base import Handler, refuse
+from keras_lowprec.export.handlers.base import Handler, activation_name, base_name, refuse
 from keras_lowprec.export.handlers.dense import fused_activation_reason
 from keras_lowprec.export.plan import Stage
 
@@ -36,10 +36,9 @@ class ApplyHandler(Handler):
     classes = ("Activation", "ReLU", "LeakyReLU", "Softmax", "Flatten", "Reshape")
     kind = "apply"
     description = "Activation, ReLU, LeakyReLU, Softmax, Flatten, Reshape"
-    instance: "ApplyHandler"
 
     def analyze(self, layer, plan, mode):
-        per_step = self.PER_STEP.get(type(layer).__name__, self.PER_STEP.get(_base(layer), False))
+        per_step = self.PER_STEP.get(type(layer).__name__, self.PER_STEP.get(base_name(layer), False))
         return Stage(self.kind, layer, layer.name, self, per_step=per_step)
 
     def apply(self, stage, x):
@@ -51,8 +50,6 @@ class ApplyHandler(Handler):
         return super().unfusable(stage, after, plan)
 
     def fused_twin(self, stage, x, tf_keras):
-        from keras_lowprec.export.handlers.base import activation_name
-
         return tf_keras.layers.Activation(activation_name(stage.layer.activation), name=f"{stage.name}_twin")(x)
 
 
@@ -81,12 +78,3 @@ class MaskingHandler(Handler):
 
     def apply(self, stage, x):
         return x
-
-
-def _base(layer) -> str:
-    from keras_lowprec.export.handlers.base import base_name
-
-    return base_name(layer)
-
-
-ApplyHandler.instance = ApplyHandler()
