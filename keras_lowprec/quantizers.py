@@ -477,8 +477,6 @@ class Exponential(Quantizer):
         return {"max_exponent": self.max_exponent, "num_levels": self.num_levels, **super().get_config()}
 
 
-
-
 def serialize(quantizer: Quantizer | None) -> dict | None:
     """Keras-serializable dict of a quantizer (``None`` stays ``None``)."""
     if quantizer is None:
