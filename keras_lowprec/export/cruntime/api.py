@@ -60,8 +60,8 @@ def _check_args(model, output_dir, packing, name, table_bytes) -> int:
 
     if not isinstance(model, keras.Model):
         raise ExportError(f"model: expected a keras.Model, got {type(model).__name__}.")
-    if not isinstance(output_dir, (str, os.PathLike)) or not str(output_dir):
-        raise ExportError(f"output_dir: expected a folder path (str or os.PathLike), got {output_dir!r}.")
+    if not str(output_dir):
+        raise ExportError("output_dir: expected a folder path, got an empty string.")
     check_output_dir(output_dir)
     if packing not in PACKINGS:
         raise ExportError(f"packing: must be one of {', '.join(map(repr, PACKINGS))} (ternary weights at 2 bits, "
@@ -119,7 +119,7 @@ def to_c(model, representative_data, output_dir, *, packing: str = "2bit", name:
     from keras_lowprec.export.targets.c import CTarget
 
     opts = ExportOptions(mode="stream", output_dir=output_dir, verify=x_ver is not None, verify_data=x_ver)
-    return pipeline.run(model, x_rep, opts, CTarget(PACKINGS[packing], name, table_bytes))
+    return pipeline.run(model, x_rep, opts, CTarget(packing, name, table_bytes))
 
 
 def make_report(im: M.IntModel, mem: dict, packing: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ _FILE_KEYS = {"klp.c": "runtime_c", "klp.h": "runtime_h", "klp_test_data.h": "te
 class CTarget:
     name = "c"
 
-    def __init__(self, packing: str = "trit4", name: str = "model", table_bytes: int = 2048):
+    def __init__(self, packing: str = "2bit", name: str = "model", table_bytes: int = 2048):
         self.packing, self.symbol, self.table_bytes = packing, name, int(table_bytes)
 
     def requirements(self) -> None:
@@ -29,11 +29,11 @@ class CTarget:
         """The integer model, its memory layout and the report of sizes and formats."""
         from keras_lowprec.export.cruntime import model as M
         from keras_lowprec.export.cruntime import quantize
-        from keras_lowprec.export.cruntime.api import make_report
+        from keras_lowprec.export.cruntime.api import PACKINGS, make_report
 
-        ctx.artifact = im = quantize.build(ctx.plan, ctx.data, self.packing, self.table_bytes)
+        ctx.artifact = im = quantize.build(ctx.plan, ctx.data, PACKINGS[self.packing], self.table_bytes)
         ctx.layout = M.layout(im)
-        ctx.report = make_report(im, ctx.layout, _packing_name(self.packing))
+        ctx.report = make_report(im, ctx.layout, self.packing)
 
     def verify(self, ctx) -> None:
         """With ``verify_data``: test vectors from the NumPy reference (what the C code must
@@ -74,12 +74,11 @@ class CTarget:
         return _FILE_KEYS.get(name) or ("source" if name.endswith(".c") else "header")
 
     def result(self, ctx):
-        from keras_lowprec.export.cruntime.api import RUNTIME_FILES, CExport
+        from keras_lowprec.export.cruntime.api import CExport
 
         paths = ctx.paths
         return CExport(os.fspath(ctx.opts.output_dir), paths["source"], paths["header"],
-                       [paths["runtime_c"], paths["runtime_h"]][:len(RUNTIME_FILES)], paths.get("test_data"),
-                       ctx.report, ctx.artifact)
+                       [paths["runtime_c"], paths["runtime_h"]], paths.get("test_data"), ctx.report, ctx.artifact)
 
 
 def predict_real_frames(im, mask_value: float | None, x: np.ndarray) -> np.ndarray:
@@ -103,9 +102,3 @@ def _vector_frames(plan, x: np.ndarray) -> np.ndarray:
     seqs = [s for s in real_frames(x, plan.mask_value) if len(s)][:8]
     n = min(len(s) for s in seqs)
     return np.stack([s[:n] for s in seqs])
-
-
-def _packing_name(packing: str) -> str:
-    from keras_lowprec.export.cruntime.api import PACKINGS
-
-    return next(k for k, v in PACKINGS.items() if v == packing)
