@@ -40,14 +40,25 @@ FSDD_DEFAULTS = dict(
     dataset="fsdd", split="conventional", fold=0, cell="gru", method="float", stochastic=False,
     units=96, epochs=30, batch_size=32, lr=2e-3, seed=0, features="logmel", normalize="global",
     augment=False, specaugment=False, noise=0.0, dropout=0.0, steps_per_epoch=None, max_train=None,
-    max_eval=None, train_on_validation=False, input_bn=False, lr_schedule="constant",
+    max_eval=None, train_on_validation=False, input_bn=False, lr_schedule="constant", lr_scale=None,
 )
 PTB_DEFAULTS = dict(
     dataset="ptb", cell="gru", method="float", stochastic=False, units=256, embedding=32,
     epochs=5, batch_size=64, lr=2e-3, seed=0, seq_len=100, dropout=0.0, steps_per_epoch=None,
-    max_eval_chars=None, patience=2, init="keras",
+    max_eval_chars=None, patience=2, init="keras", input_bn=False, lr_schedule="constant", lr_scale=None,
 )
 INITS = ("keras", "uniform-g")
+# The training recipe per (data set, cell) where the probes found, on validation data, one
+# that beats the defaults above (results/findings.md, items 7-10): a short tag and the
+# settings it changes. The examples use it unless told otherwise.
+RECIPES = {
+    ("fsdd", "simplernn"): ("cos", {"lr_schedule": "cosine"}),
+}
+
+
+def recipe(dataset: str, cell: str) -> tuple[str | None, dict]:
+    """``(tag, settings)`` of the recommended recipe, ``(None, {})`` where the defaults are it."""
+    return RECIPES.get((dataset, cell), (None, {}))
 
 
 def default_data_dir() -> str | None:
@@ -95,27 +106,76 @@ def fsdd_model(num_features: int, s: dict, steps_per_epoch: int | None = None) -
 
     ``s["rnn_kwargs"]`` (optional): extra arguments of the recurrent layer (probes use it
     to leave one part of a rounded layer in float, e.g. ``{"bias_quantizer": None}``).
-    ``s["input_bn"]``: batch normalization of the recurrent layer's input over batch and
-    (real) time steps, per feature; a number is the initial scale gamma (the authors' code:
-    0.1). ``s["lr_schedule"]``: ``"constant"`` or ``"cosine"`` (decay to 0 over the run;
-    needs ``steps_per_epoch``).
+    ``s["input_bn"]``: see :func:`input_bn`. ``s["lr_schedule"]``: ``"constant"`` or
+    ``"cosine"`` (decay to 0 over the run; needs ``steps_per_epoch``); ``s["lr_scale"]``:
+    see :func:`optimizer`.
     """
     inputs = keras.Input((None, num_features), name="frames")
     x = keras.layers.Masking(mask_value=0.0)(inputs)  # padding is exactly zero
     if s["noise"]:
         x = keras.layers.GaussianNoise(s["noise"], seed=s["seed"])(x)
-    if s.get("input_bn"):
-        gamma = 1.0 if s["input_bn"] is True else float(s["input_bn"])
-        x = keras.layers.BatchNormalization(gamma_initializer=keras.initializers.Constant(gamma), name="input_bn")(x)
+    x = input_bn(x, s)
     x = rnn_layer(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"],
                   **s.get("rnn_kwargs", {}))(x)
     if s["dropout"]:
         x = keras.layers.Dropout(s["dropout"], seed=s["seed"])(x)
     outputs = keras.layers.Dense(10, activation="softmax", name="classifier")(x)
     model = keras.Model(inputs, outputs, name=f"fsdd_{s['cell']}_{s['method']}")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate(s, steps_per_epoch), clipnorm=1.0),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=optimizer(model, s, steps_per_epoch), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     return model
+
+
+def input_bn(x, s: dict):
+    """``s["input_bn"]``: batch normalization over batch and (real) time steps, per feature,
+    of the recurrent layer's input; a number is the initial scale gamma (authors' code: 0.1)."""
+    if not s.get("input_bn"):
+        return x
+    gamma = 1.0 if s["input_bn"] is True else float(s["input_bn"])
+    return keras.layers.BatchNormalization(gamma_initializer=keras.initializers.Constant(gamma), name="input_bn")(x)
+
+
+class ScaledAdam(keras.optimizers.Adam):
+    """Adam with a fixed learning-rate factor per variable (``scales``: variable path ->
+    factor; others 1), as BinaryConnect scales each binarized layer's rate by 1/H."""
+
+    def __init__(self, *args, scales: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scales = dict(scales or {})
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._factors = [float(self.scales.get(v.path, 1.0)) for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._factors[self._get_variable_index(variable)]
+        if factor != 1.0:
+            learning_rate = keras.ops.multiply(keras.ops.cast(learning_rate, variable.dtype), factor)
+        super().update_step(gradient, variable, learning_rate)
+
+
+def glorot_lr_scales(model) -> dict:
+    """BinaryConnect's per-layer rate scaling: 1/G for every rounded weight (G its Glorot
+    bound, the quantizer's scale), so its step is proportional to the level spacing."""
+    scales = {}
+    for layer in model._flatten_layers():
+        if hasattr(layer, "master_weights") and hasattr(layer, "_glorot_bounds"):
+            for name, variable in layer.master_weights().items():
+                if layer.quantizer_for(name) is not None:
+                    scales[variable.path] = 1.0 / layer.glorot_bound_for(name)
+    return scales
+
+
+def optimizer(model, s: dict, steps_per_epoch: int | None):
+    """Adam (clipnorm 1) at ``learning_rate(s, ...)``; ``s["lr_scale"] == "glorot"`` scales
+    each rounded weight's rate by 1/G (``glorot_lr_scales``)."""
+    rate = learning_rate(s, steps_per_epoch)
+    scale = s.get("lr_scale")
+    if scale is None:
+        return keras.optimizers.Adam(rate, clipnorm=1.0)
+    if scale != "glorot":
+        raise ValueError(f"lr_scale must be None or 'glorot', got {scale!r}")
+    return ScaledAdam(rate, clipnorm=1.0, scales=glorot_lr_scales(model))
 
 
 def learning_rate(s: dict, steps_per_epoch: int | None):
@@ -130,17 +190,20 @@ def learning_rate(s: dict, steps_per_epoch: int | None):
     return keras.optimizers.schedules.CosineDecay(s["lr"], decay_steps=s["epochs"] * steps_per_epoch)
 
 
-def ptb_model(vocab_size: int, s: dict) -> keras.Model:
+def ptb_model(vocab_size: int, s: dict, steps_per_epoch: int | None = None) -> keras.Model:
+    """Embedding -> [BatchNormalization] -> recurrent layer -> [Dropout] -> softmax; the
+    recipe settings as for :func:`fsdd_model`."""
     inputs = keras.Input((None,), dtype="int32", name="chars")
     x = keras.layers.Embedding(vocab_size, s["embedding"], name="embedding")(inputs)
+    x = input_bn(x, s)
     x = rnn_layer(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"],
-                  return_sequences=True, init=s.get("init", "keras"), input_dim=s["embedding"])(x)
+                  return_sequences=True, init=s.get("init", "keras"), input_dim=s["embedding"],
+                  **s.get("rnn_kwargs", {}))(x)
     if s["dropout"]:
         x = keras.layers.Dropout(s["dropout"], seed=s["seed"])(x)
     outputs = keras.layers.Dense(vocab_size, activation="softmax", name="softmax")(x)
     model = keras.Model(inputs, outputs, name=f"ptb_{s['cell']}_{s['method']}")
-    model.compile(optimizer=keras.optimizers.Adam(s["lr"], clipnorm=1.0),
-                  loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=optimizer(model, s, steps_per_epoch), loss="sparse_categorical_crossentropy")
     return model
 
 
@@ -444,8 +507,8 @@ def train_ptb(settings: dict, data_dir=None, scratch=None, verbose=2):
     s = {**PTB_DEFAULTS, **settings}
     _seed(s)
     data = datasets.ptb_chars(data_dir)
-    model = ptb_model(data.vocab_size, s)
     train_b = PTBWindows(data.train, s["seq_len"], s["batch_size"], shuffle=True, seed=s["seed"])
+    model = ptb_model(data.vocab_size, s, min(len(train_b), s["steps_per_epoch"] or len(train_b)))
     val_b = PTBWindows(data.valid, s["seq_len"], 128, max_chars=s["max_eval_chars"])
     import tensorflow as tf
     specs = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32))
@@ -483,6 +546,13 @@ def add_run_args(parser, defaults: dict):
     parser.add_argument("--batch-size", type=int, default=defaults["batch_size"])
     parser.add_argument("--lr", type=float, default=defaults["lr"])
     parser.add_argument("--seed", type=int, default=defaults["seed"])
+    parser.add_argument("--lr-schedule", choices=("auto", "constant", "cosine"), default="auto",
+                        help="learning rate: constant, or cosine decay to 0 over the run; auto (default): "
+                             "the recommended recipe of the cell (cosine for SimpleRNNs on spoken digits)")
+    parser.add_argument("--lr-scale", choices=("none", "glorot"), default="none",
+                        help="glorot: BinaryConnect's per-layer rate scaling, 1/G for every rounded weight")
+    parser.add_argument("--input-bn", type=float, default=0.0, metavar="GAMMA",
+                        help="batch-normalize the recurrent layer's input, scale starting at GAMMA (0: off)")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
     parser.add_argument("--data-dir", default=default_data_dir(),
                         help="folder with the data (default: ../shared/data when present, "
@@ -492,10 +562,14 @@ def add_run_args(parser, defaults: dict):
                         help="folder for BackupAndRestore and best weights (default: next to --out)")
 
 
-def run_args_settings(args) -> dict:
+def run_args_settings(args, dataset: str) -> dict:
+    schedule = args.lr_schedule
+    if schedule == "auto":
+        schedule = recipe(dataset, args.cell)[1].get("lr_schedule", "constant")
     return {"cell": args.cell, "method": args.method, "stochastic": bool(args.stochastic), "units": args.units,
             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-            "steps_per_epoch": args.steps_per_epoch}
+            "steps_per_epoch": args.steps_per_epoch, "lr_schedule": schedule,
+            "lr_scale": None if args.lr_scale == "none" else args.lr_scale, "input_bn": args.input_bn or False}
 
 
 def save_outputs(result: dict, model, out: str):

@@ -28,7 +28,7 @@ def main(argv=None):
                         help="recurrent weights' initial values: Keras's defaults or U(-G, G) per gate")
     parser.add_argument("--max-eval-chars", type=int, default=None, help="cap validation/test length (smoke runs)")
     args = parser.parse_args(argv)
-    settings = common.run_args_settings(args)
+    settings = common.run_args_settings(args, "ptb")
     settings.update(seq_len=args.seq_len, embedding=args.embedding, dropout=args.dropout,
                     patience=args.patience, max_eval_chars=args.max_eval_chars, init=args.init)
     result, model = common.train_and_save(common.train_ptb, settings, args)

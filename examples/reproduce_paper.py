@@ -14,8 +14,14 @@ ptb (characters)}. Float has no stochastic variant.
   (``keras.callbacks.BackupAndRestore`` in ``--scratch``, outside ``results/``).
 * ``--only`` keeps runs matching the given words: data sets (fsdd_conventional,
   fsdd_speaker, ptb), cells (simplernn, gru, lstm), methods (float, binary, ternary,
-  pow2_ternary, exponential), rounding (deterministic, stochastic), folds (fold0..fold5).
-  Words of the same kind are alternatives; different kinds must all match.
+  pow2_ternary, exponential), rounding (deterministic, stochastic), folds (fold0..fold5),
+  seeds (seed0..seed2). Words of the same kind are alternatives; different kinds must all
+  match.
+* Conventional FSDD runs three seeds per cell (``SEEDS``; the table shows mean ± sd).
+  ``RECIPES`` holds the training recipe of a (data set, cell) where the probes found one
+  that beats the budget's settings on validation (e.g. a cosine learning-rate decay for
+  SimpleRNNs); its tag is part of the run id and only runs of the current recipe enter
+  the tables.
 * Speaker-independent FSDD: the preprocessing (normalization, augmentation, dropout) is
   chosen first, with a float GRU, on the *validation* speaker of every fold (never the
   held-out test speaker), together with the epoch count (median best validation epoch
@@ -49,6 +55,14 @@ DATASETS = ("fsdd_conventional", "fsdd_speaker", "ptb")
 CELL_ORDER = ("gru", "lstm", "simplernn")
 ROUNDINGS = ("deterministic", "stochastic")
 FOLDS = tuple(range(6))
+# conventional FSDD: 300 test utterances and one seed cannot separate 1-point effects
+SEEDS = {"fsdd_conventional": (0, 1, 2)}
+# the training recipe per (dataset, cell) where it differs from the budget's settings, chosen
+# on validation by the probes in examples/probes/ (results/findings.md, items 7-8); the tag
+# goes into the run id, so runs of an older recipe are never mixed into a table
+RECIPES = {
+    ("fsdd_conventional", "simplernn"): ("cos", {"lr_schedule": "cosine"}),
+}
 BUDGET_RANK = {"full": 3, "quick": 2, "smoke": 1}
 
 BUDGETS = {
@@ -101,6 +115,10 @@ def run_id(spec: dict) -> str:
     if spec["dataset"] == "fsdd_speaker":
         parts.append(f"fold{spec['fold']}")
     parts += [spec["cell"], spec["method"], "sto" if spec["stochastic"] else "det", spec["budget"]]
+    if spec.get("recipe"):
+        parts.append(spec["recipe"])
+    if spec.get("seed"):  # seed 0 keeps the run ids of the single-seed matrix
+        parts.append(f"seed{spec['seed']}")
     if spec.get("prep"):
         parts.append(spec["prep"])
     if spec.get("epochs"):  # final speaker-independent run: all 5 non-test speakers, fixed epochs
@@ -108,21 +126,28 @@ def run_id(spec: dict) -> str:
     return "_".join(parts)
 
 
-def method_specs(dataset: str, cell: str, budget: str, prep=None, folds=FOLDS):
-    """Deterministic rounding of every method first, then the stochastic variants; binary
-    (the method expected to fail) after the others."""
-    for stochastic in (False, True):
-        for method in ("float", "ternary", "pow2_ternary", "exponential", "binary"):
-            if method == "float" and stochastic:
-                continue
-            for fold in (folds if dataset == "fsdd_speaker" else (None,)):
-                spec = {"dataset": dataset, "cell": cell, "method": method, "stochastic": stochastic,
-                        "budget": budget}
-                if fold is not None:
-                    spec["fold"] = fold
-                if prep:
-                    spec["prep"] = prep
-                yield spec
+def recipe_tag(dataset: str, cell: str) -> str | None:
+    return RECIPES[(dataset, cell)][0] if (dataset, cell) in RECIPES else None
+
+
+def method_specs(dataset: str, cell: str, budget: str, prep=None, folds=FOLDS, seeds=None):
+    """Seed by seed: deterministic rounding of every method first, then the stochastic
+    variants; binary (the method expected to fail) after the others."""
+    for seed in seeds if seeds is not None else SEEDS.get(dataset, (0,)):
+        for stochastic in (False, True):
+            for method in ("float", "ternary", "pow2_ternary", "exponential", "binary"):
+                if method == "float" and stochastic:
+                    continue
+                for fold in (folds if dataset == "fsdd_speaker" else (None,)):
+                    spec = {"dataset": dataset, "cell": cell, "method": method, "stochastic": stochastic,
+                            "budget": budget, "seed": seed}
+                    if fold is not None:
+                        spec["fold"] = fold
+                    if prep:
+                        spec["prep"] = prep
+                    if recipe_tag(dataset, cell):
+                        spec["recipe"] = recipe_tag(dataset, cell)
+                    yield spec
 
 
 def matches(spec: dict, only: list) -> bool:
@@ -134,6 +159,7 @@ def matches(spec: dict, only: list) -> bool:
         "method": (common.METHODS, spec["method"]),
         "rounding": (ROUNDINGS, rounding_name(spec["stochastic"])),
         "fold": (tuple(f"fold{k}" for k in FOLDS), f"fold{spec.get('fold')}"),
+        "seed": (SEED_WORDS, f"seed{spec.get('seed', 0)}"),
     }
     for vocab, value in kinds.values():
         wanted = [w for w in only if w in vocab]
@@ -142,8 +168,12 @@ def matches(spec: dict, only: list) -> bool:
     return True
 
 
+SEED_WORDS = tuple(f"seed{k}" for k in sorted({k for seeds in SEEDS.values() for k in seeds}))
+
+
 def check_only(only: list):
-    known = set(DATASETS) | set(common.CELLS) | set(common.METHODS) | set(ROUNDINGS) | {f"fold{k}" for k in FOLDS}
+    known = (set(DATASETS) | set(common.CELLS) | set(common.METHODS) | set(ROUNDINGS) | {f"fold{k}" for k in FOLDS}
+             | set(SEED_WORDS))
     bad = [w for w in only if w not in known]
     if bad:
         raise SystemExit(f"--only: unknown word(s) {bad}; known: {sorted(known)}")
@@ -151,7 +181,10 @@ def check_only(only: list):
 
 def settings_for(spec: dict) -> dict:
     budget = BUDGETS[spec["budget"]][spec["dataset"]]
-    s = {"cell": spec["cell"], "method": spec["method"], "stochastic": spec["stochastic"], **budget}
+    s = {"cell": spec["cell"], "method": spec["method"], "stochastic": spec["stochastic"], **budget,
+         "seed": spec.get("seed", 0)}
+    if spec.get("recipe"):
+        s.update(RECIPES[(spec["dataset"], spec["cell"])][1])
     if spec["dataset"] == "fsdd_conventional":
         s.update(split="conventional")
     elif spec["dataset"] == "fsdd_speaker":
@@ -317,6 +350,8 @@ def best_budget_runs(results: list, dataset: str, selection: dict) -> dict:
             chosen = selection.get(sp["budget"])
             if chosen is None or (sp.get("prep"), sp.get("epochs")) != chosen:
                 continue
+        if sp.get("recipe") != recipe_tag(dataset, sp["cell"]):
+            continue  # a superseded recipe
         groups.setdefault((sp["cell"], sp["method"], sp["stochastic"]), {}).setdefault(sp["budget"], []).append(r)
     return {k: v[max(v, key=BUDGET_RANK.get)] for k, v in groups.items()}
 
@@ -332,17 +367,17 @@ def cell_text(runs, dataset):
         return "—"
     if dataset == "ptb":
         return f"{runs[0]['test_bpc']:.3f}"
-    if dataset == "fsdd_conventional":
-        return f"{100 * runs[0]['test_accuracy']:.1f}"
-    accs = [100 * r["test_accuracy"] for r in sorted(runs, key=lambda r: r["spec"]["fold"])]
+    accs = [100 * r["test_accuracy"] for r in runs]
     m, sd = _stats(accs)
-    tail = "" if len(accs) == len(FOLDS) else f" (n={len(accs)})"
+    full = len(SEEDS["fsdd_conventional"]) if dataset == "fsdd_conventional" else len(FOLDS)
+    tail = "" if len(accs) == full else f" (n={len(accs)})"
     return f"{m:.1f} ± {sd:.1f}{tail}"
 
 
 def metric_value(runs, dataset, which="test"):
     """Test (or validation) metric of a table cell: BPC for PTB, accuracy in % for FSDD
-    (mean over the six folds for the speaker split; None while folds are missing)."""
+    (mean over the six folds for the speaker split, None while folds are missing; mean over
+    the seeds present for the conventional split)."""
     if not runs:
         return None
     if dataset == "ptb":
@@ -357,7 +392,7 @@ def metric_value(runs, dataset, which="test"):
 
 ROWS = [(m, st) for m in common.METHODS for st in ((False,) if m == "float" else (False, True))]
 TITLES = {
-    "fsdd_conventional": "Spoken digits (FSDD), conventional split — test accuracy (%)",
+    "fsdd_conventional": "Spoken digits (FSDD), conventional split — test accuracy (%), mean ± sd over three seeds",
     "fsdd_speaker": "Spoken digits (FSDD), speaker-independent (leave one speaker out) — test accuracy (%), "
                     "mean ± std over the six held-out speakers",
     "ptb": "Penn Treebank characters — test bits per character (lower is better)",

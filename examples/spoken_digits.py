@@ -41,7 +41,7 @@ def main(argv=None):
                         help="also export the model for TensorFlow Lite Micro into DIR (stream mode: one "
                              "frame per invoke, the recurrent state carried between invokes)")
     args = parser.parse_args(argv)
-    settings = common.run_args_settings(args)
+    settings = common.run_args_settings(args, "fsdd")
     settings.update(split=args.split, fold=int(args.fold) if args.fold.isdigit() else args.fold,
                     features=args.features, normalize=args.normalize, augment=args.augment,
                     specaugment=args.specaugment, noise=args.noise, dropout=args.dropout,

@@ -34,16 +34,19 @@ def _run(tmp_path, *extra):
 
 
 def test_runner_smoke_writes_runs_tables_figures_and_resumes(tmp_path, monkeypatch, capsys):
-    # two configurations: a ternary GRU on spoken digits and on PTB characters
-    only = ["--only", "fsdd_conventional", "ptb", "gru", "ternary", "deterministic"]
+    # a ternary GRU on spoken digits (two of its three seeds) and on PTB characters (one seed)
+    only = ["--only", "fsdd_conventional", "ptb", "gru", "ternary", "deterministic", "seed0", "seed1"]
     out = _run(tmp_path, *only)
     runs = sorted((tmp_path / "results" / "runs").glob("*.json"))
-    assert [p.name for p in runs] == ["fsdd_conventional_gru_ternary_det_smoke.json", "ptb_gru_ternary_det_smoke.json"]
-    assert out.count("[done]") == 2
+    assert [p.name for p in runs] == ["fsdd_conventional_gru_ternary_det_smoke.json",
+                                      "fsdd_conventional_gru_ternary_det_smoke_seed1.json",
+                                      "ptb_gru_ternary_det_smoke.json"]
+    assert out.count("[done]") == 3
 
-    fsdd = json.loads(runs[0].read_text())
+    fsdd, fsdd1 = (json.loads(p.read_text()) for p in runs[:2])
     assert fsdd["spec"] == {"dataset": "fsdd_conventional", "cell": "gru", "method": "ternary",
-                            "stochastic": False, "budget": "smoke"}
+                            "stochastic": False, "budget": "smoke", "seed": 0}
+    assert fsdd["settings"]["seed"] == 0 and fsdd1["settings"]["seed"] == 1
     s = fsdd["settings"]
     assert s["units"] == 8 and s["split"] == "conventional" and s["steps_per_epoch"] == 2
     assert 0.0 <= fsdd["test_accuracy"] <= 1.0 and 0.0 <= fsdd["validation_accuracy"] <= 1.0
@@ -54,7 +57,7 @@ def test_runner_smoke_writes_runs_tables_figures_and_resumes(tmp_path, monkeypat
     assert len(w["rounded_values"]["values"]) <= 3 and sum(w["rounded_values"]["counts"]) == 40 * 24
     assert "reproduce_paper.py" in fsdd["command"]
 
-    ptb = json.loads(runs[1].read_text())
+    ptb = json.loads(runs[2].read_text())
     assert ptb["metric"] == "bpc" and ptb["test_bpc"] > 0 and ptb["data"]["vocab_size"] == 50
     assert ptb["data"]["test_chars"] == 1000 and "val_bpc" in ptb["history"][0]
 
@@ -63,7 +66,9 @@ def test_runner_smoke_writes_runs_tables_figures_and_resumes(tmp_path, monkeypat
     assert "| method | rounding | SimpleRNN | GRU | LSTM |" in tables
     ternary_rows = [line for line in tables.splitlines() if line.startswith("| ternary | deterministic |")]
     assert len(ternary_rows) == 3  # one per data set
-    assert ternary_rows[0].split("|")[4].strip() == f"{100 * fsdd['test_accuracy']:.1f}"
+    accs = [100 * fsdd["test_accuracy"], 100 * fsdd1["test_accuracy"]]
+    mean, sd = sum(accs) / 2, abs(accs[0] - accs[1]) / 2 ** 0.5
+    assert ternary_rows[0].split("|")[4].strip() == f"{mean:.1f} ± {sd:.1f} (n=2)"
     assert ternary_rows[2].split("|")[4].strip() == f"{ptb['test_bpc']:.3f}"
     for name in ("val_curves_fsdd_conventional", "weights_fsdd_conventional", "val_curves_ptb", "weights_ptb"):
         png = tmp_path / "results" / "figures" / f"{name}.png"
@@ -79,7 +84,7 @@ def test_runner_smoke_writes_runs_tables_figures_and_resumes(tmp_path, monkeypat
 
     reproduce_paper.main(_args(tmp_path, *only))
     out = capsys.readouterr().out
-    assert out.count("[skip]") == 2 and "[run ]" not in out
+    assert out.count("[skip]") == 3 and "[run ]" not in out
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "runs").glob("*.json")} == before
 
 
@@ -141,3 +146,64 @@ def test_fsdd_model_passes_rnn_kwargs():
     floatbias = common.fsdd_model(3, {**s, "rnn_kwargs": {"bias_quantizer": None}}).get_layer("rnn")
     assert default.cell.bias_quantizer is not None
     assert floatbias.cell.bias_quantizer is None and floatbias.cell.kernel_quantizer is not None
+
+
+def test_recipe_tag_names_runs_and_keeps_superseded_runs_out_of_tables(tmp_path, monkeypatch):
+    """A (data set, cell) with a recipe gets its tag in the run id and settings; runs of
+    another recipe (an older one) are not shown."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import reproduce_paper as rp
+
+    monkeypatch.setitem(rp.RECIPES, ("fsdd_conventional", "simplernn"), ("cos", {"lr_schedule": "cosine"}))
+    spec = next(rp.method_specs("fsdd_conventional", "simplernn", "quick", seeds=(2,)))
+    assert rp.run_id(spec) == "fsdd_conventional_simplernn_float_det_quick_cos_seed2"
+    assert rp.settings_for(spec)["lr_schedule"] == "cosine" and rp.settings_for(spec)["seed"] == 2
+    old = {"spec": {**spec, "recipe": None, "seed": 0}, "test_accuracy": 0.5}
+    new = {"spec": spec, "test_accuracy": 0.9}
+    table = rp.best_budget_runs([old, new], "fsdd_conventional", {})
+    assert table == {("simplernn", "float", False): [new]}
+
+
+def test_glorot_lr_scaling_scales_only_rounded_weights():
+    """``lr_scale="glorot"``: the first Adam step moves a rounded weight by about lr/G
+    (BinaryConnect's per-layer scaling) and a float weight by about lr."""
+    import keras
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import common
+
+    s = {**common.PTB_DEFAULTS, "method": "ternary", "units": 8, "embedding": 4, "lr": 1e-3, "lr_scale": "glorot"}
+    model = common.ptb_model(20, s, steps_per_epoch=1)
+    rnn, head = model.get_layer("rnn"), model.get_layer("softmax")
+    scales = common.glorot_lr_scales(model)
+    assert set(scales) == {v.path for v in rnn.cell.master_weights().values()}
+    g = rnn.cell.glorot_bound_for("kernel")
+    assert scales[rnn.cell.kernel.path] == pytest.approx(1 / g)
+    before = {v.path: keras.ops.convert_to_numpy(v).copy() for v in (rnn.cell.kernel, head.kernel)}
+    x = np.random.default_rng(0).integers(0, 20, (8, 6)).astype("int32")
+    model.train_on_batch(x, x)
+    moved = {p: np.abs(keras.ops.convert_to_numpy(v) - before[p]).max()
+             for p, v in ((rnn.cell.kernel.path, rnn.cell.kernel), (head.kernel.path, head.kernel))}
+    assert moved[head.kernel.path] == pytest.approx(1e-3, rel=0.05)
+    assert moved[rnn.cell.kernel.path] == pytest.approx(1e-3 / g, rel=0.05)
+    with pytest.raises(ValueError, match="lr_scale"):
+        common.optimizer(model, {**s, "lr_scale": "he"}, 1)
+
+
+def test_example_command_lines_default_to_the_recommended_recipe():
+    """``--lr-schedule auto`` (the default) is the cell's recipe; explicit choices win."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import common
+
+    parser = argparse.ArgumentParser()
+    common.add_run_args(parser, common.FSDD_DEFAULTS)
+    settings = lambda *a: common.run_args_settings(parser.parse_args(["--out", "m.keras", *a]), "fsdd")  # noqa: E731
+    assert settings("--cell", "simplernn")["lr_schedule"] == "cosine"
+    assert settings("--cell", "lstm")["lr_schedule"] == "constant"
+    assert settings("--cell", "simplernn", "--lr-schedule", "constant")["lr_schedule"] == "constant"
+    s = settings("--lr-scale", "glorot", "--input-bn", "0.1")
+    assert s["lr_scale"] == "glorot" and s["input_bn"] == 0.1
+    assert settings()["lr_scale"] is None and settings()["input_bn"] is False

@@ -7,7 +7,8 @@ only (embedding 32, windows of 100, batch 64, Adam 2e-3, clipnorm 1), ``--epochs
 every epoch, bits per character on the first ``--valid-chars`` validation characters. Per variant: the
 validation curve, the best epoch and its BPC, and whether float over-fitted (its last epoch
 worse than its best). One seed per variant. Resumable: finished variants are skipped.
-Writes ``results/probes/ptb_overfit_<chars>_u<units>_e<epochs>.json``.
+Writes ``results/probes/ptb_overfit_<chars>_u<units>_e<epochs>.json`` (``..._s<seed>.json``
+for ``--seed`` other than 0).
 
     python examples/probes/ptb_overfit.py --variants float ternary ternary+sto exponential exponential+sto
 """
@@ -33,7 +34,8 @@ parser.add_argument("--valid-chars", type=int, default=100_000)
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "results", "probes",
-                   f"ptb_overfit_{args.train_chars}_u{args.units}_e{args.epochs}.json")
+                   f"ptb_overfit_{args.train_chars}_u{args.units}_e{args.epochs}"
+                   + ("" if args.seed == 0 else f"_s{args.seed}") + ".json")
 data = datasets.ptb_chars(common.default_data_dir())
 out = json.load(open(OUT)) if os.path.exists(OUT) else {"variants": {}}
 out["settings"] = {"train_chars": args.train_chars, "units": args.units, "epochs": args.epochs, "seed": args.seed,
