@@ -100,6 +100,16 @@ def rnn_layer(cell: str, method: str, units: int, stochastic: bool = False, init
     return cls(units, stochastic=stochastic, **kwargs)
 
 
+def exponent_offset_kwargs(s: dict) -> dict:
+    """``s["exponent_offset"]`` (exponential weights): every quantizer's window moved up."""
+    offset = s.get("exponent_offset") or 0
+    if not offset or s["method"] != "exponential":
+        return {}
+    make = keras_lowprec.quantizers.Exponential
+    return {k: make(exponent_offset=offset, stochastic=s["stochastic"])
+            for k in ("kernel_quantizer", "recurrent_quantizer", "bias_quantizer")}
+
+
 def fsdd_model(num_features: int, s: dict, steps_per_epoch: int | None = None) -> keras.Model:
     """Masking -> [GaussianNoise] -> [BatchNormalization] -> recurrent layer -> [Dropout] ->
     softmax classifier.
@@ -116,7 +126,7 @@ def fsdd_model(num_features: int, s: dict, steps_per_epoch: int | None = None) -
         x = keras.layers.GaussianNoise(s["noise"], seed=s["seed"])(x)
     x = input_bn(x, s)
     x = rnn_layer(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"],
-                  **s.get("rnn_kwargs", {}))(x)
+                  **exponent_offset_kwargs(s), **s.get("rnn_kwargs", {}))(x)
     if s["dropout"]:
         x = keras.layers.Dropout(s["dropout"], seed=s["seed"])(x)
     outputs = keras.layers.Dense(10, activation="softmax", name="classifier")(x)
@@ -198,7 +208,7 @@ def ptb_model(vocab_size: int, s: dict, steps_per_epoch: int | None = None) -> k
     x = input_bn(x, s)
     x = rnn_layer(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"],
                   return_sequences=True, init=s.get("init", "keras"), input_dim=s["embedding"],
-                  **s.get("rnn_kwargs", {}))(x)
+                  **exponent_offset_kwargs(s), **s.get("rnn_kwargs", {}))(x)
     if s["dropout"]:
         x = keras.layers.Dropout(s["dropout"], seed=s["seed"])(x)
     outputs = keras.layers.Dense(vocab_size, activation="softmax", name="softmax")(x)
@@ -553,6 +563,8 @@ def add_run_args(parser, defaults: dict):
                         help="glorot: BinaryConnect's per-layer rate scaling, 1/G for every rounded weight")
     parser.add_argument("--input-bn", type=float, default=0.0, metavar="GAMMA",
                         help="batch-normalize the recurrent layer's input, scale starting at GAMMA (0: off)")
+    parser.add_argument("--exponent-offset", type=int, default=0,
+                        help="exponential weights: move the window of exponents up by this many (PTB: 2)")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
     parser.add_argument("--data-dir", default=default_data_dir(),
                         help="folder with the data (default: ../shared/data when present, "
@@ -569,7 +581,8 @@ def run_args_settings(args, dataset: str) -> dict:
     return {"cell": args.cell, "method": args.method, "stochastic": bool(args.stochastic), "units": args.units,
             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
             "steps_per_epoch": args.steps_per_epoch, "lr_schedule": schedule,
-            "lr_scale": None if args.lr_scale == "none" else args.lr_scale, "input_bn": args.input_bn or False}
+            "lr_scale": None if args.lr_scale == "none" else args.lr_scale, "input_bn": args.input_bn or False,
+            "exponent_offset": args.exponent_offset}
 
 
 def save_outputs(result: dict, model, out: str):

@@ -416,6 +416,22 @@ def test_exponential_default_window():
     assert q.exponent_range(ref_glorot(3, 5)) == (-6, 0)
 
 
+def test_exponential_exponent_offset_moves_the_window_and_the_clip():
+    G = ref_glorot(16, 8)  # 0.5: default window 2^-7 .. 2^-1
+    q = Q.Exponential(exponent_offset=2)
+    assert q.exponent_range(G) == (-5, 1)
+    assert q.clip_value(G) == 2.0  # master weights may grow to 4G
+    out = keras.ops.convert_to_numpy(q(np.array([3.0, 0.7, 0.02, 0.01], F32), glorot_bound=G))
+    np.testing.assert_array_equal(out, [2.0, 0.5, 2.0**-5, 0.0])  # 0.01 < 2^-6: zero
+    back = Q.get(json.loads(json.dumps(Q.serialize(q))))
+    assert back == q and back.exponent_range(G) == (-5, 1)
+    assert "exponent_offset" not in Q.Exponential().get_config()  # older configs unchanged
+    with pytest.raises(ValueError, match="exponent_offset"):
+        Q.Exponential(max_exponent=0, exponent_offset=1)
+    with pytest.raises(ValueError, match="exponent_offset"):
+        Q.Exponential(exponent_offset=1.5)
+
+
 @pytest.mark.parametrize("alias", ALIASES)
 def test_default_scale_levels_need_a_bound(alias):
     with pytest.raises(ValueError, match="glorot_bound"):
