@@ -407,8 +407,8 @@ class Exponential(Quantizer):
         num_levels: number of consecutive exponents (magnitudes), default 7: with
             zero and a sign this is what an int8 shift code holds (``±2^0 … ±2^6``).
         exponent_offset: moves the default window up (or down) by this many exponents;
-            only without ``max_exponent``. With 2, master weights may grow to 4G before
-            the clip binds (on PTB this narrowed the gap to float, ``results/findings.md``).
+            only without ``max_exponent``. With 2, master weights may grow to at least
+            4G before the clip binds.
     """
 
     power_of_two_levels = True
