@@ -564,7 +564,7 @@ def add_run_args(parser, defaults: dict):
     parser.add_argument("--input-bn", type=float, default=0.0, metavar="GAMMA",
                         help="batch-normalize the recurrent layer's input, scale starting at GAMMA (0: off)")
     parser.add_argument("--exponent-offset", type=int, default=0,
-                        help="exponential weights: move the window of exponents up by this many (PTB: 2)")
+                        help="exponential weights: move the window of exponents up by this many (default 0)")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
     parser.add_argument("--data-dir", default=default_data_dir(),
                         help="folder with the data (default: ../shared/data when present, "

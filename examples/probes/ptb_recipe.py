@@ -36,22 +36,6 @@ import common  # noqa: E402
 from keras_lowprec import datasets, quantizers  # noqa: E402
 
 
-class ShiftedExponential(quantizers.Exponential):
-    """Probe only: the exponential quantizer with its window of exponents moved up by
-    ``shift`` from ceil(log2 G) (``Exponential`` puts its top there)."""
-
-    def __init__(self, shift: int = 0, num_levels: int = 7, stochastic=False, seed=None):
-        super().__init__(num_levels=num_levels, stochastic=stochastic, seed=seed)
-        self.shift = int(shift)
-
-    def exponent_range(self, glorot_bound=None):
-        kmin, kmax = super().exponent_range(glorot_bound)
-        return kmin + self.shift, kmax + self.shift
-
-    def get_config(self):
-        return {**super().get_config(), "shift": self.shift}
-
-
 def settings_for(variant: str, steps: int) -> dict:
     method, *tokens = variant.split("+")
     if method not in common.METHODS:
@@ -78,8 +62,8 @@ def settings_for(variant: str, steps: int) -> dict:
 def train(s: dict, steps: int) -> keras.Model:
     keras.utils.set_random_seed(0)
     if "window" in s:
-        q = {k: ShiftedExponential(**s["window"]) for k in ("kernel_quantizer", "recurrent_quantizer",
-                                                           "bias_quantizer")}
+        q = {k: quantizers.Exponential(exponent_offset=s["window"]["shift"], num_levels=s["window"]["num_levels"])
+             for k in ("kernel_quantizer", "recurrent_quantizer", "bias_quantizer")}
         s = {**s, "rnn_kwargs": q}
     model = common.ptb_model(data.vocab_size, s, steps_per_epoch=steps)
     train_b = common.PTBWindows(data.train, 100, 64, shuffle=True, seed=0)
