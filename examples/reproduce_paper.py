@@ -57,12 +57,13 @@ ROUNDINGS = ("deterministic", "stochastic")
 FOLDS = tuple(range(6))
 # conventional FSDD: 300 test utterances and one seed cannot separate 1-point effects
 SEEDS = {"fsdd_conventional": (0, 1, 2)}
-# the training recipe per (dataset, cell) where it differs from the budget's settings, chosen
-# on validation by the probes in examples/probes/ (results/findings.md, items 7-8); the tag
-# goes into the run id, so runs of an older recipe are never mixed into a table
-RECIPES = {
-    ("fsdd_conventional", "simplernn"): ("cos", {"lr_schedule": "cosine"}),
-}
+# the examples' recipe (common.RECIPES, chosen on validation by the probes) where it differs
+# from the budget's settings; the tag goes into the run id, so runs of an older recipe are
+# never mixed into a table. The speaker-independent protocol keeps the preprocessing and
+# epoch count it chose on its own validation speakers.
+RECIPES = {(name, cell): common.recipe(data, cell)
+           for name, data in (("fsdd_conventional", "fsdd"), ("ptb", "ptb"))
+           for cell in common.CELLS if common.recipe(data, cell)[0]}
 BUDGET_RANK = {"full": 3, "quick": 2, "smoke": 1}
 
 BUDGETS = {
