@@ -145,13 +145,21 @@ def input_bn(x, s: dict):
     return keras.layers.BatchNormalization(gamma_initializer=keras.initializers.Constant(gamma), name="input_bn")(x)
 
 
+@keras.saving.register_keras_serializable(package="keras_lowprec_examples")
 class ScaledAdam(keras.optimizers.Adam):
     """Adam with a fixed learning-rate factor per variable (``scales``: variable path ->
-    factor; others 1), as BinaryConnect scales each binarized layer's rate by 1/H."""
+    factor; others 1), as BinaryConnect scales each binarized layer's rate by 1/H.
+
+    Serialized with its factors, so a saved model reloads with the same optimizer in a
+    process that imports this module; elsewhere load it with ``compile=False`` (as
+    ``keras-lowprec export`` does)."""
 
     def __init__(self, *args, scales: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.scales = dict(scales or {})
+        self.scales = {str(path): float(factor) for path, factor in (scales or {}).items()}
+
+    def get_config(self):
+        return {**super().get_config(), "scales": dict(self.scales)}
 
     def build(self, var_list):
         super().build(var_list)
@@ -560,7 +568,9 @@ def add_run_args(parser, defaults: dict):
                         help="learning rate: constant, or cosine decay to 0 over the run; auto (default): "
                              "the recommended recipe of the cell (cosine for SimpleRNNs on spoken digits)")
     parser.add_argument("--lr-scale", choices=("none", "glorot"), default="none",
-                        help="glorot: BinaryConnect's per-layer rate scaling, 1/G for every rounded weight")
+                        help="glorot: BinaryConnect's per-layer rate scaling, 1/G for every rounded weight (the "
+                             "saved model's optimizer is this module's ScaledAdam: reload it after importing "
+                             "examples/common.py, or with compile=False)")
     parser.add_argument("--input-bn", type=float, default=0.0, metavar="GAMMA",
                         help="batch-normalize the recurrent layer's input, scale starting at GAMMA (0: off)")
     parser.add_argument("--exponent-offset", type=int, default=0,

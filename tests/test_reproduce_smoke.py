@@ -207,3 +207,42 @@ def test_example_command_lines_default_to_the_recommended_recipe():
     s = settings("--lr-scale", "glorot", "--input-bn", "0.1")
     assert s["lr_scale"] == "glorot" and s["input_bn"] == 0.1
     assert settings()["lr_scale"] is None and settings()["input_bn"] is False
+
+
+def _python(code: str, tmp_path) -> str:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT / "examples")}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_model_trained_with_glorot_lr_scaling_reloads_in_another_process(tmp_path):
+    """A model saved with ``--lr-scale glorot`` reloads, optimizer factors and state included,
+    in a process that imports the examples; with ``compile=False`` (the exporter's load)
+    without them; and a plain load elsewhere fails naming the optimizer, not silently."""
+    saved = _python(
+        "import numpy as np, common\n"
+        "s = {**common.PTB_DEFAULTS, 'method': 'ternary', 'units': 8, 'embedding': 4, 'lr': 1e-3, 'lr_scale': 'glorot'}\n"
+        "m = common.ptb_model(20, s, steps_per_epoch=1)\n"
+        "x = np.random.default_rng(0).integers(0, 20, (8, 6)).astype('int32')\n"
+        "m.train_on_batch(x, x)\n"
+        "m.save('m.keras')\n"
+        "print(sorted(m.optimizer.scales.items()))\n", tmp_path)
+    loaded = _python(
+        "import keras, keras_lowprec, common\n"
+        "m = keras.saving.load_model('m.keras')\n"
+        "assert type(m.optimizer) is common.ScaledAdam, type(m.optimizer)\n"
+        "assert int(m.optimizer.iterations) == 1\n"
+        "print(sorted(m.optimizer.scales.items()))\n", tmp_path)
+    assert loaded == saved and "rnn" in saved
+    _python(
+        "import keras, keras_lowprec\n"
+        "m = keras.saving.load_model('m.keras', compile=False)\n"
+        "assert type(m.get_layer('rnn').cell.quantizer_for('kernel')).__name__ == 'Ternary'\n"
+        "try:\n"
+        "    keras.saving.load_model('m.keras')\n"
+        "except Exception as err:\n"
+        "    assert 'ScaledAdam' in str(err), err\n"
+        "else:\n"
+        "    raise AssertionError('loaded an optimizer it does not know')\n", tmp_path)
