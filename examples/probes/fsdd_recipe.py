@@ -5,7 +5,10 @@ The quick budget's conventional-split model (96 units, 30 epochs, global normali
 Gaussian noise 0.3, dropout 0.3, best validation epoch kept), trained with three seeds per
 variant. Variants change one or two things: batch normalization of the recurrent layer's
 input (``bn``: over batch and real frames, gamma starting at 0.1 as in the authors' code;
-``bn1``: gamma starting at 1), a cosine learning-rate decay to 0 (``cos``), both. Writes
+``bn1``: gamma starting at 1), a cosine learning-rate decay to 0 (``cos``), both;
+BinaryConnect's per-layer rate scaling (``lrscale``: 1/G for every rounded weight) at the
+default base rate or a lower one (``lrscale+lr5e-4``: rounded weights step about as far as
+at 2e-3 without scaling, the float head 4x slower). Writes
 validation accuracy per seed, mean and sd, and the command that ran them, to
 ``results/probes/fsdd_recipe_<cell>.json`` after every run; finished runs are skipped when
 the probe is started again.
@@ -25,7 +28,10 @@ import common  # noqa: E402
 RECIPES = {"": {}, "bn": {"input_bn": 0.1}, "bn1": {"input_bn": 1.0}, "cos": {"lr_schedule": "cosine"},
            "bn+cos": {"input_bn": 0.1, "lr_schedule": "cosine"}, "bn1+cos": {"input_bn": 1.0, "lr_schedule": "cosine"},
            "sto": {"stochastic": True}, "long": {"epochs": 60}, "long+cos": {"epochs": 60, "lr_schedule": "cosine"},
-           "lr5e-3": {"lr": 5e-3}, "lr5e-3+cos": {"lr": 5e-3, "lr_schedule": "cosine"}}
+           "lr5e-3": {"lr": 5e-3}, "lr5e-3+cos": {"lr": 5e-3, "lr_schedule": "cosine"},
+           "lrscale": {"lr_scale": "glorot"}, "lrscale+lr5e-4": {"lr_scale": "glorot", "lr": 5e-4},
+           "lrscale+lr2.5e-4": {"lr_scale": "glorot", "lr": 2.5e-4},
+           "lrscale+lr5e-4+cos": {"lr_scale": "glorot", "lr": 5e-4, "lr_schedule": "cosine"}}
 parser = argparse.ArgumentParser()
 parser.add_argument("--cell", choices=common.CELLS, required=True)
 parser.add_argument("--variants", nargs="+", required=True,
