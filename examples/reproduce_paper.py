@@ -59,10 +59,10 @@ FOLDS = tuple(range(6))
 SEEDS = {"fsdd_conventional": (0, 1, 2)}
 # the examples' recipe (common.RECIPES, chosen on validation by the probes) where it differs
 # from the budget's settings; the tag goes into the run id, so runs of an older recipe are
-# never mixed into a table. The speaker-independent protocol keeps the preprocessing and
-# epoch count it chose on its own validation speakers.
+# never mixed into a table. Speaker-independent runs get it too, on top of the preprocessing
+# and epoch count the protocol chose on its own validation speakers.
 RECIPES = {(name, cell): common.recipe(data, cell)
-           for name, data in (("fsdd_conventional", "fsdd"), ("ptb", "ptb"))
+           for name, data in (("fsdd_conventional", "fsdd"), ("fsdd_speaker", "fsdd"), ("ptb", "ptb"))
            for cell in common.CELLS if common.recipe(data, cell)[0]}
 BUDGET_RANK = {"full": 3, "quick": 2, "smoke": 1}
 
