@@ -246,3 +246,19 @@ def test_model_trained_with_glorot_lr_scaling_reloads_in_another_process(tmp_pat
         "    assert 'ScaledAdam' in str(err), err\n"
         "else:\n"
         "    raise AssertionError('loaded an optimizer it does not know')\n", tmp_path)
+
+
+def test_matrix_recipes_follow_the_examples_defaults_on_both_fsdd_splits(monkeypatch):
+    """The runner takes its recipes from ``common.recipe``: a SimpleRNN speaker-independent
+    final run decays its rate over the protocol's chosen epochs, as the examples' CLI would."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import common
+    import reproduce_paper as rp
+
+    for dataset in ("fsdd_conventional", "fsdd_speaker"):
+        for cell in common.CELLS:
+            assert rp.RECIPES.get((dataset, cell), (None, {})) == common.recipe("fsdd", cell)
+    spec = {**next(rp.method_specs("fsdd_speaker", "simplernn", "quick", prep="spk-aug", folds=(3,))), "epochs": 17}
+    assert rp.run_id(spec) == "fsdd_speaker_fold3_simplernn_float_det_quick_cos_spk-aug_all5x17"
+    s = rp.settings_for(spec)
+    assert s["lr_schedule"] == "cosine" and s["epochs"] == 17 and s["train_on_validation"]
