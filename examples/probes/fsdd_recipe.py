@@ -30,8 +30,7 @@ RECIPES = {"": {}, "bn": {"input_bn": 0.1}, "bn1": {"input_bn": 1.0}, "cos": {"l
            "sto": {"stochastic": True}, "long": {"epochs": 60}, "long+cos": {"epochs": 60, "lr_schedule": "cosine"},
            "lr5e-3": {"lr": 5e-3}, "lr5e-3+cos": {"lr": 5e-3, "lr_schedule": "cosine"},
            "lrscale": {"lr_scale": "glorot"}, "lrscale+lr5e-4": {"lr_scale": "glorot", "lr": 5e-4},
-           "lrscale+lr2.5e-4": {"lr_scale": "glorot", "lr": 2.5e-4},
-           "lrscale+lr5e-4+cos": {"lr_scale": "glorot", "lr": 5e-4, "lr_schedule": "cosine"}}
+           "lrscale+lr2.5e-4": {"lr_scale": "glorot", "lr": 2.5e-4}}
 parser = argparse.ArgumentParser()
 parser.add_argument("--cell", choices=common.CELLS, required=True)
 parser.add_argument("--variants", nargs="+", required=True,
