@@ -2,13 +2,13 @@
 rounding beat it (the paper's PTB claim: the best low-precision model 0.133 BPC better than
 float, in a "slightly over-fitting" setting)?
 
-GRU on PTB characters trained on the first ``--train-chars`` characters of the training text
+A GRU (``--cell lstm``: an LSTM) on PTB characters trained on the first ``--train-chars`` characters of the training text
 only (embedding 32, windows of 100, batch 64, Adam 2e-3, clipnorm 1), ``--epochs`` epochs; after
 every epoch, bits per character on the first ``--valid-chars`` validation characters. Per variant: the
 validation curve, the best epoch and its BPC, and whether float over-fitted (its last epoch
 worse than its best). One seed per variant. Resumable: finished variants are skipped.
-Writes ``results/probes/ptb_overfit_<chars>_u<units>_e<epochs>.json`` (``..._s<seed>.json``
-for ``--seed`` other than 0).
+Writes ``results/probes/ptb_overfit_<chars>_u<units>_e<epochs>.json`` (``ptb_overfit_lstm_...`` for
+the LSTM; ``..._s<seed>.json`` for ``--seed`` other than 0).
 
     python examples/probes/ptb_overfit.py --variants float ternary ternary+sto exponential exponential+sto
 """
@@ -32,13 +32,14 @@ parser.add_argument("--units", type=int, default=256)
 parser.add_argument("--epochs", type=int, default=25)
 parser.add_argument("--valid-chars", type=int, default=100_000)
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--cell", choices=("gru", "lstm"), default="gru")
 args = parser.parse_args()
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "results", "probes",
-                   f"ptb_overfit_{args.train_chars}_u{args.units}_e{args.epochs}"
+                   f"ptb_overfit_{'' if args.cell == 'gru' else args.cell + '_'}{args.train_chars}_u{args.units}_e{args.epochs}"
                    + ("" if args.seed == 0 else f"_s{args.seed}") + ".json")
 data = datasets.ptb_chars(common.default_data_dir())
 out = json.load(open(OUT)) if os.path.exists(OUT) else {"variants": {}}
-out["settings"] = {"train_chars": args.train_chars, "units": args.units, "epochs": args.epochs, "seed": args.seed,
+out["settings"] = {"cell": args.cell, "train_chars": args.train_chars, "units": args.units, "epochs": args.epochs, "seed": args.seed,
                    "embedding": 32, "seq_len": 100, "batch_size": 64, "lr": 2e-3, "clipnorm": 1.0,
                    "validation_chars": args.valid_chars}
 
@@ -47,7 +48,7 @@ def model_for(method: str, stochastic: bool) -> keras.Model:
     keras.utils.set_random_seed(args.seed)
     inputs = keras.Input((None,), dtype="int32")
     x = keras.layers.Embedding(data.vocab_size, 32)(inputs)
-    x = common.rnn_layer("gru", method, args.units, stochastic, seed=args.seed, return_sequences=True)(x)
+    x = common.rnn_layer(args.cell, method, args.units, stochastic, seed=args.seed, return_sequences=True)(x)
     outputs = keras.layers.Dense(data.vocab_size, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(2e-3, clipnorm=1.0), loss="sparse_categorical_crossentropy")
