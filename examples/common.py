@@ -497,6 +497,11 @@ def train_fsdd(settings: dict, data_dir=None, scratch=None, verbose=2):
     train_b = BucketBatches(train, s["batch_size"], shuffle=True, augment=s["augment"],
                             warp=s["features"] == "logmel", specaugment=s["specaugment"], seed=s["seed"])
     model = fsdd_model(data.num_features, s, min(len(train_b), s["steps_per_epoch"] or len(train_b)))
+    if s.get("init_from"):  # fine-tuning: start from a trained model's weights, layer by layer
+        trained = keras.saving.load_model(s["init_from"], compile=False)
+        for layer in trained.layers:
+            if layer.weights:
+                model.get_layer(layer.name).set_weights(layer.get_weights())
     import tensorflow as tf
     specs = (tf.TensorSpec((None, None, data.num_features), tf.float32), tf.TensorSpec((None,), tf.int32))
     train_b = as_dataset(train_b, *specs)

@@ -262,3 +262,23 @@ def test_matrix_recipes_follow_the_examples_defaults_on_both_fsdd_splits(monkeyp
     assert rp.run_id(spec) == "fsdd_speaker_fold3_simplernn_float_det_quick_cos_spk-aug_all5x17"
     s = rp.settings_for(spec)
     assert s["lr_schedule"] == "cosine" and s["epochs"] == 17 and s["train_on_validation"]
+
+
+def test_fine_tuning_starts_from_a_float_model_saved_in_another_process(tmp_path):
+    """``init_from``: the rounded model starts from the saved float model's weights, layer
+    by layer (master weights clipped to the rounded layer's range by its constraint)."""
+    tiny = "dict(cell='lstm', units=8, epochs=1, max_train=32, max_eval=16, seed=0)"
+    _python(
+        "import numpy as np, common\n"
+        f"_, m = common.train_fsdd({{**{tiny}, 'method': 'float'}}, {str(DATA)!r}, 's1', verbose=0)\n"
+        "m.save('float.keras')\n"
+        "np.savez('float.npz', *[w.numpy() for w in m.weights])\n", tmp_path)
+    _python(
+        "import numpy as np, common\n"
+        f"_, m = common.train_fsdd({{**{tiny}, 'method': 'ternary', 'lr': 1e-9, 'init_from': 'float.keras'}},\n"
+        f"                          {str(DATA)!r}, 's2', verbose=0)\n"
+        "f = list(np.load('float.npz').values())\n"
+        "q = [w.numpy() for w in m.weights]\n"
+        "assert [w.path for w in m.weights][:2] == ['rnn/lstm_cell/kernel', 'rnn/lstm_cell/recurrent_kernel']\n"
+        "for a, b in zip(f, q):\n"
+        "    np.testing.assert_allclose(b, np.clip(a, b.min(), b.max()), atol=1e-5)\n", tmp_path)

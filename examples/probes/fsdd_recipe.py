@@ -8,7 +8,11 @@ input (``bn``: over batch and real frames, gamma starting at 0.1 as in the autho
 ``bn1``: gamma starting at 1), a cosine learning-rate decay to 0 (``cos``), both;
 BinaryConnect's per-layer rate scaling (``lrscale``: 1/G for every rounded weight) at the
 default base rate or a lower one (``lrscale+lr5e-4``: rounded weights step about as far as
-at 2e-3 without scaling, the float head 4x slower). Writes
+at 2e-3 without scaling, the float head 4x slower); a wider recurrent layer (``u128``,
+``u192``: the rounded layer given more units than the 96-unit float baseline); fine-tuning
+(``ft``: the float model of the same seed trained first, its weights loaded into the rounded
+model, which then trains its 30 epochs at 5e-4, as ``quantize_model`` of a trained model
+would). Writes
 validation accuracy per seed, mean and sd, and the command that ran them, to
 ``results/probes/fsdd_recipe_<cell>.json`` after every run; finished runs are skipped when
 the probe is started again.
@@ -30,7 +34,8 @@ RECIPES = {"": {}, "bn": {"input_bn": 0.1}, "bn1": {"input_bn": 1.0}, "cos": {"l
            "sto": {"stochastic": True}, "long": {"epochs": 60}, "long+cos": {"epochs": 60, "lr_schedule": "cosine"},
            "lr5e-3": {"lr": 5e-3}, "lr5e-3+cos": {"lr": 5e-3, "lr_schedule": "cosine"},
            "lrscale": {"lr_scale": "glorot"}, "lrscale+lr5e-4": {"lr_scale": "glorot", "lr": 5e-4},
-           "lrscale+lr2.5e-4": {"lr_scale": "glorot", "lr": 2.5e-4}}
+           "lrscale+lr2.5e-4": {"lr_scale": "glorot", "lr": 2.5e-4},
+           "u128": {"units": 128}, "u192": {"units": 192}, "ft": {"finetune": True, "lr": 5e-4}}
 parser = argparse.ArgumentParser()
 parser.add_argument("--cell", choices=common.CELLS, required=True)
 parser.add_argument("--variants", nargs="+", required=True,
@@ -45,6 +50,20 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "resu
 SETTINGS = dict(cell=args.cell, units=96, epochs=30, batch_size=32, lr=2e-3, normalize="global", noise=0.3,
                 dropout=0.3)
 out = json.load(open(OUT)) if os.path.exists(OUT) else {}
+FLOAT_MODELS = tempfile.mkdtemp(prefix="fsdd_recipe_float_")
+
+
+def trained_float(seed: int) -> str:
+    """Path of the default-recipe float model of ``seed`` (trained once per process)."""
+    path = os.path.join(FLOAT_MODELS, f"float_{seed}.keras")
+    if not os.path.exists(path):
+        with tempfile.TemporaryDirectory() as scratch:
+            _, model = common.train_fsdd({**SETTINGS, "method": "float", "seed": seed},
+                                         common.default_data_dir(), scratch, verbose=0)
+        model.save(path)
+    return path
+
+
 out.pop("command", None)
 for variant in args.variants:
     method, _, recipe = variant.partition("+")
@@ -56,7 +75,9 @@ for variant in args.variants:
             continue
         run = {**entry["settings"], "seed": seed}
         with tempfile.TemporaryDirectory() as scratch:
-            result, _ = common.train_fsdd(run, common.default_data_dir(), scratch, verbose=0)
+            if run.pop("finetune", False):
+                run["init_from"] = trained_float(seed)
+            result, _ = common.train_fsdd(run, common.default_data_dir(), scratch + "/run", verbose=0)
         entry["seeds"][str(seed)] = {"validation_accuracy": result["validation_accuracy"],
                                      "best_epoch": result["best_epoch"]}
         if args.test:
