@@ -443,6 +443,24 @@ def _fit(model, train, val, s, scratch: Path, monitor: str, mode: str, patience=
     return log.state
 
 
+def init_from(model, path: str | None):
+    """Fine-tuning: copy the weights of the trained model saved at ``path`` into ``model``,
+    layer by layer (same layer names and shapes, e.g. a float model into its rounded twin).
+    Master weights outside a rounded layer's range are clipped by its constraint at the
+    first step; clipping never changes the rounded weights."""
+    if not path:
+        return
+    trained = keras.saving.load_model(path, compile=False)
+    for layer in trained.layers:
+        if not layer.weights:
+            continue
+        try:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+        except ValueError as err:  # no such layer, or other shapes
+            raise ValueError(f"init_from {path!r}: its layer {layer.name!r} does not fit the model "
+                             f"being trained (same layers and sizes needed): {err}") from None
+
+
 def weight_summary(model) -> dict:
     """Input kernel of the recurrent layer: histogram of the master weights and the
     distinct values (with counts) of its deterministic rounding used at inference."""
@@ -497,11 +515,7 @@ def train_fsdd(settings: dict, data_dir=None, scratch=None, verbose=2):
     train_b = BucketBatches(train, s["batch_size"], shuffle=True, augment=s["augment"],
                             warp=s["features"] == "logmel", specaugment=s["specaugment"], seed=s["seed"])
     model = fsdd_model(data.num_features, s, min(len(train_b), s["steps_per_epoch"] or len(train_b)))
-    if s.get("init_from"):  # fine-tuning: start from a trained model's weights, layer by layer
-        trained = keras.saving.load_model(s["init_from"], compile=False)
-        for layer in trained.layers:
-            if layer.weights:
-                model.get_layer(layer.name).set_weights(layer.get_weights())
+    init_from(model, s.get("init_from"))
     import tensorflow as tf
     specs = (tf.TensorSpec((None, None, data.num_features), tf.float32), tf.TensorSpec((None,), tf.int32))
     train_b = as_dataset(train_b, *specs)
@@ -532,6 +546,7 @@ def train_ptb(settings: dict, data_dir=None, scratch=None, verbose=2):
     data = datasets.ptb_chars(data_dir)
     train_b = PTBWindows(data.train, s["seq_len"], s["batch_size"], shuffle=True, seed=s["seed"])
     model = ptb_model(data.vocab_size, s, min(len(train_b), s["steps_per_epoch"] or len(train_b)))
+    init_from(model, s.get("init_from"))
     val_b = PTBWindows(data.valid, s["seq_len"], 128, max_chars=s["max_eval_chars"])
     import tensorflow as tf
     specs = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32))
@@ -580,6 +595,9 @@ def add_run_args(parser, defaults: dict):
                         help="batch-normalize the recurrent layer's input, scale starting at GAMMA (0: off)")
     parser.add_argument("--exponent-offset", type=int, default=0,
                         help="exponential weights: move the window of exponents up by this many (default 0)")
+    parser.add_argument("--init-from", default=None, metavar="MODEL.keras",
+                        help="fine-tune: start from this trained model's weights (e.g. the float model of "
+                             "the same settings; a lower --lr such as 5e-4 suits it)")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
     parser.add_argument("--data-dir", default=default_data_dir(),
                         help="folder with the data (default: ../shared/data when present, "
@@ -597,7 +615,7 @@ def run_args_settings(args, dataset: str) -> dict:
             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
             "steps_per_epoch": args.steps_per_epoch, "lr_schedule": schedule,
             "lr_scale": None if args.lr_scale == "none" else args.lr_scale, "input_bn": args.input_bn or False,
-            "exponent_offset": args.exponent_offset}
+            "exponent_offset": args.exponent_offset, "init_from": args.init_from}
 
 
 def save_outputs(result: dict, model, out: str):

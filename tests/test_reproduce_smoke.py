@@ -282,3 +282,13 @@ def test_fine_tuning_starts_from_a_float_model_saved_in_another_process(tmp_path
         "assert [w.path for w in m.weights][:2] == ['rnn/lstm_cell/kernel', 'rnn/lstm_cell/recurrent_kernel']\n"
         "for a, b in zip(f, q):\n"
         "    np.testing.assert_allclose(b, np.clip(a, b.min(), b.max()), atol=1e-5)\n", tmp_path)
+
+
+def test_fine_tuning_from_a_model_of_another_size_names_the_argument(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    import common
+
+    s = {**common.FSDD_DEFAULTS, "cell": "lstm", "units": 8}
+    common.fsdd_model(5, {**s, "units": 4}).save(tmp_path / "small.keras")
+    with pytest.raises(ValueError, match=r"init_from .*small\.keras.*'rnn'"):
+        common.init_from(common.fsdd_model(5, {**s, "method": "ternary"}), str(tmp_path / "small.keras"))
