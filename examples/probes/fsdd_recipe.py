@@ -10,9 +10,8 @@ BinaryConnect's per-layer rate scaling (``lrscale``: 1/G for every rounded weigh
 default base rate or a lower one (``lrscale+lr5e-4``: rounded weights step about as far as
 at 2e-3 without scaling, the float head 4x slower); a wider recurrent layer (``u128``,
 ``u192``: the rounded layer given more units than the 96-unit float baseline); fine-tuning
-(``ft``: the float model of the same seed trained first, its weights loaded into the rounded
-model, which then trains its 30 epochs at 5e-4, as ``quantize_model`` of a trained model
-would). Writes
+(``ft``: the float model of the same seed trained first, its weights copied into the rounded
+model, which then trains its 30 epochs at 5e-4; the classifier stays float). Writes
 validation accuracy per seed, mean and sd, and the command that ran them, to
 ``results/probes/fsdd_recipe_<cell>.json`` after every run; finished runs are skipped when
 the probe is started again.
@@ -50,12 +49,12 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "resu
 SETTINGS = dict(cell=args.cell, units=96, epochs=30, batch_size=32, lr=2e-3, normalize="global", noise=0.3,
                 dropout=0.3)
 out = json.load(open(OUT)) if os.path.exists(OUT) else {}
-FLOAT_MODELS = tempfile.mkdtemp(prefix="fsdd_recipe_float_")
+FLOAT_MODELS = tempfile.TemporaryDirectory(prefix="fsdd_recipe_float_")  # removed at exit
 
 
 def trained_float(seed: int) -> str:
     """Path of the default-recipe float model of ``seed`` (trained once per process)."""
-    path = os.path.join(FLOAT_MODELS, f"float_{seed}.keras")
+    path = os.path.join(FLOAT_MODELS.name, f"float_{seed}.keras")
     if not os.path.exists(path):
         with tempfile.TemporaryDirectory() as scratch:
             _, model = common.train_fsdd({**SETTINGS, "method": "float", "seed": seed},
