@@ -13,6 +13,7 @@ stochastic rounding).
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -41,18 +42,22 @@ FSDD_DEFAULTS = dict(
     units=96, epochs=30, batch_size=32, lr=2e-3, seed=0, features="logmel", normalize="global",
     augment=False, specaugment=False, noise=0.0, dropout=0.0, steps_per_epoch=None, max_train=None,
     max_eval=None, train_on_validation=False, input_bn=False, lr_schedule="constant", lr_scale=None,
+    init_from=None, finetune_lr=None,
 )
 PTB_DEFAULTS = dict(
     dataset="ptb", cell="gru", method="float", stochastic=False, units=256, embedding=32,
     epochs=5, batch_size=64, lr=2e-3, seed=0, seq_len=100, dropout=0.0, steps_per_epoch=None,
     max_eval_chars=None, patience=2, init="keras", input_bn=False, lr_schedule="constant", lr_scale=None,
+    init_from=None, finetune_lr=None,
 )
 INITS = ("keras", "uniform-g")
 # The training recipe per (data set, cell) where the probes found, on validation data, one
-# that beats the defaults above (results/findings.md, items 7-10): a short tag and the
+# that beats the defaults above (results/findings.md, items 7-12): a short tag and the
 # settings it changes. The examples use it unless told otherwise.
 RECIPES = {
     ("fsdd", "simplernn"): ("cos", {"lr_schedule": "cosine"}),
+    # fine-tuning: the float LSTM of the same settings first, then this run from it at 5e-4
+    ("fsdd", "lstm"): ("ft", {"finetune_lr": 5e-4}),
 }
 
 
@@ -197,15 +202,17 @@ def optimizer(model, s: dict, steps_per_epoch: int | None):
 
 
 def learning_rate(s: dict, steps_per_epoch: int | None):
-    """``s["lr"]``, constant or (``s["lr_schedule"] == "cosine"``) cosine-decayed to 0 over the run."""
+    """``s["lr"]`` (``s["finetune_lr"]`` when set: the fine-tuning stage), constant or
+    (``s["lr_schedule"] == "cosine"``) cosine-decayed to 0 over the run."""
+    rate = s.get("finetune_lr") or s["lr"]
     schedule = s.get("lr_schedule", "constant")
     if schedule == "constant":
-        return s["lr"]
+        return rate
     if schedule != "cosine":
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
     if not steps_per_epoch:
         raise ValueError("lr_schedule='cosine' needs the number of steps per epoch")
-    return keras.optimizers.schedules.CosineDecay(s["lr"], decay_steps=s["epochs"] * steps_per_epoch)
+    return keras.optimizers.schedules.CosineDecay(rate, decay_steps=s["epochs"] * steps_per_epoch)
 
 
 def ptb_model(vocab_size: int, s: dict, steps_per_epoch: int | None = None) -> keras.Model:
@@ -461,6 +468,43 @@ def init_from(model, path: str | None):
                              f"being trained (same layers and sizes needed): {err}") from None
 
 
+def float_stage_settings(s: dict) -> dict:
+    """Settings of the first stage of the fine-tuning recipe: the float model of ``s``."""
+    return {**s, "method": "float", "stochastic": False, "finetune_lr": None, "init_from": None}
+
+
+def train_float_stage(train_fn, s: dict, path: Path, data_dir=None, scratch=None, verbose=2) -> dict:
+    """First stage of the fine-tuning recipe: trains the float model of ``s`` with ``train_fn``
+    unless ``path`` (a ``.keras`` file) holds it already, saves it there and its metrics
+    beside it (``.json``); returns those metrics. A finished first stage is reused, so every
+    method of one seed (and an interrupted run) starts from the same float model."""
+    path = Path(path)
+    summary_path = path.with_suffix(".json")
+    if not (path.is_file() and summary_path.is_file()):
+        result, model = train_fn(float_stage_settings(s), data_dir, scratch, verbose)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+        keys = ("metric", "validation_accuracy", "test_accuracy", "validation_bpc", "test_bpc", "best_epoch",
+                "epochs_run", "train_seconds")
+        summary_path.write_text(json.dumps({k: result[k] for k in keys if k in result}, indent=1))
+    return json.loads(summary_path.read_text())
+
+
+def _fine_tuning(train_fn, s: dict, data_dir, scratch: Path, verbose) -> tuple[dict, dict | None]:
+    """``s["finetune_lr"]`` set and no ``init_from``: the float stage is trained first (kept in
+    ``scratch`` so an interrupted run resumes after it) and the run starts from it. Returns
+    the settings of the run and the first stage's metrics (``None`` without one)."""
+    if not s["finetune_lr"] or s["init_from"]:
+        return s, None
+    path = scratch / "float_stage.keras"
+    first = train_float_stage(train_fn, s, path, data_dir, scratch / "float_stage", verbose)
+    return {**s, "init_from": str(path)}, first
+
+
+def _scratch(scratch) -> Path:
+    return Path(scratch) if scratch else Path(os.path.expanduser("~/.keras/keras_lowprec/scratch/tmp"))
+
+
 def weight_summary(model) -> dict:
     """Input kernel of the recurrent layer: histogram of the master weights and the
     distinct values (with counts) of its deterministic rounding used at inference."""
@@ -504,7 +548,11 @@ def _concat(a, b):
 # one run per data set
 # ---------------------------------------------------------------------------------------
 def train_fsdd(settings: dict, data_dir=None, scratch=None, verbose=2):
-    s = {**FSDD_DEFAULTS, **settings}
+    """One FSDD run of ``settings`` (over ``FSDD_DEFAULTS``); returns ``(result, model)``.
+    With ``finetune_lr`` the run fine-tunes at that rate from ``init_from`` (by default the
+    float model of the same settings, trained first)."""
+    scratch = _scratch(scratch)
+    s, first_stage = _fine_tuning(train_fsdd, {**FSDD_DEFAULTS, **settings}, data_dir, scratch, verbose)
     _seed(s)
     data = datasets.fsdd(data_dir, features=s["features"], split=s["split"], fold=s["fold"],
                          normalize=s["normalize"])
@@ -520,7 +568,6 @@ def train_fsdd(settings: dict, data_dir=None, scratch=None, verbose=2):
     specs = (tf.TensorSpec((None, None, data.num_features), tf.float32), tf.TensorSpec((None,), tf.int32))
     train_b = as_dataset(train_b, *specs)
     val_b = None if val is None else as_dataset(BucketBatches(val, 256), *specs)
-    scratch = Path(scratch) if scratch else Path(os.path.expanduser("~/.keras/keras_lowprec/scratch/tmp"))
     t0 = time.time()
     # without validation data the last epoch's weights are kept (RunLog sees no val_accuracy)
     state = _fit(model, train_b, val_b, s, scratch, "val_accuracy", "max", verbose=verbose)
@@ -535,13 +582,15 @@ def train_fsdd(settings: dict, data_dir=None, scratch=None, verbose=2):
         "best_epoch": state["best_epoch"], "epochs_run": len(state["history"]),
         "train_seconds": state["seconds"], "wall_seconds": time.time() - t0,
         "history": state["history"], "weights": weight_summary(model),
-        "num_params": int(model.count_params()),
+        "num_params": int(model.count_params()), "first_stage": first_stage,
     }
     return result, model
 
 
 def train_ptb(settings: dict, data_dir=None, scratch=None, verbose=2):
-    s = {**PTB_DEFAULTS, **settings}
+    """One PTB run of ``settings`` (over ``PTB_DEFAULTS``), fine-tuning as in :func:`train_fsdd`."""
+    scratch = _scratch(scratch)
+    s, first_stage = _fine_tuning(train_ptb, {**PTB_DEFAULTS, **settings}, data_dir, scratch, verbose)
     _seed(s)
     data = datasets.ptb_chars(data_dir)
     train_b = PTBWindows(data.train, s["seq_len"], s["batch_size"], shuffle=True, seed=s["seed"])
@@ -551,7 +600,6 @@ def train_ptb(settings: dict, data_dir=None, scratch=None, verbose=2):
     import tensorflow as tf
     specs = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32))
     train_b, val_b = as_dataset(train_b, *specs), as_dataset(val_b, *specs)
-    scratch = Path(scratch) if scratch else Path(os.path.expanduser("~/.keras/keras_lowprec/scratch/tmp"))
     t0 = time.time()
     state = _fit(model, train_b, val_b, s, scratch, "val_loss", "min", patience=s["patience"], verbose=verbose)
     for h in state["history"]:
@@ -567,7 +615,7 @@ def train_ptb(settings: dict, data_dir=None, scratch=None, verbose=2):
         "best_epoch": state["best_epoch"], "epochs_run": len(state["history"]),
         "train_seconds": state["seconds"], "wall_seconds": time.time() - t0,
         "history": state["history"], "weights": weight_summary(model),
-        "num_params": int(model.count_params()),
+        "num_params": int(model.count_params()), "first_stage": first_stage,
     }
     return result, model
 
@@ -575,6 +623,18 @@ def train_ptb(settings: dict, data_dir=None, scratch=None, verbose=2):
 # ---------------------------------------------------------------------------------------
 # command line of the single-run examples
 # ---------------------------------------------------------------------------------------
+def _auto_or_rate(text: str):
+    if text == "auto":
+        return text
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = -1.0
+    if not rate >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"'auto' or a learning rate >= 0 (0: off), got {text!r}")
+    return rate
+
+
 def add_run_args(parser, defaults: dict):
     parser.add_argument("--cell", choices=CELLS, default=defaults["cell"])
     parser.add_argument("--method", choices=METHODS, default=defaults["method"])
@@ -595,9 +655,13 @@ def add_run_args(parser, defaults: dict):
                         help="batch-normalize the recurrent layer's input, scale starting at GAMMA (0: off)")
     parser.add_argument("--exponent-offset", type=int, default=0,
                         help="exponential weights: move the window of exponents up by this many (default 0)")
+    parser.add_argument("--finetune-lr", default="auto", metavar="LR", type=_auto_or_rate,
+                        help="fine-tune at LR: train the float model of the same settings first (or take "
+                             "--init-from), then this model from its weights at LR; 0: off; auto (default): "
+                             "the cell's recipe (5e-4 for LSTMs on spoken digits, else off)")
     parser.add_argument("--init-from", default=None, metavar="MODEL.keras",
-                        help="fine-tune: start from this trained model's weights (e.g. the float model of "
-                             "the same settings; a lower --lr such as 5e-4 suits it)")
+                        help="start from this trained model's weights (e.g. the float model of the same "
+                             "settings) instead of training the float stage first")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
     parser.add_argument("--data-dir", default=default_data_dir(),
                         help="folder with the data (default: ../shared/data when present, "
@@ -608,14 +672,17 @@ def add_run_args(parser, defaults: dict):
 
 
 def run_args_settings(args, dataset: str) -> dict:
+    """Settings of the single-run examples' command line; ``auto`` options take the cell's recipe."""
+    cell_recipe = recipe(dataset, args.cell)[1]
     schedule = args.lr_schedule
     if schedule == "auto":
-        schedule = recipe(dataset, args.cell)[1].get("lr_schedule", "constant")
+        schedule = cell_recipe.get("lr_schedule", "constant")
+    finetune_lr = cell_recipe.get("finetune_lr") if args.finetune_lr == "auto" else args.finetune_lr
     return {"cell": args.cell, "method": args.method, "stochastic": bool(args.stochastic), "units": args.units,
             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
             "steps_per_epoch": args.steps_per_epoch, "lr_schedule": schedule,
             "lr_scale": None if args.lr_scale == "none" else args.lr_scale, "input_bn": args.input_bn or False,
-            "exponent_offset": args.exponent_offset, "init_from": args.init_from}
+            "exponent_offset": args.exponent_offset, "init_from": args.init_from, "finetune_lr": finetune_lr or None}
 
 
 def save_outputs(result: dict, model, out: str):

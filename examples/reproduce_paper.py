@@ -20,8 +20,10 @@ ptb (characters)}. Float has no stochastic variant.
 * Conventional FSDD runs three seeds per cell (``SEEDS``; the table shows mean ± sd).
   ``RECIPES`` holds the training recipe of a (data set, cell) where the probes found one
   that beats the budget's settings on validation (e.g. a cosine learning-rate decay for
-  SimpleRNNs); its tag is part of the run id and only runs of the current recipe enter
-  the tables.
+  SimpleRNNs, fine-tuning from the float model for LSTMs); its tag is part of the run id
+  and only runs of the current recipe enter the tables. A fine-tuning recipe trains the
+  float model of each seed (or fold) once, kept in ``--scratch/float_stages``, and every
+  method of that seed starts from it.
 * Speaker-independent FSDD: the preprocessing (normalization, augmentation, dropout) is
   chosen first, with a float GRU, on the *validation* speaker of every fold (never the
   held-out test speaker), together with the epoch count (median best validation epoch
@@ -64,6 +66,12 @@ SEEDS = {"fsdd_conventional": (0, 1, 2)}
 RECIPES = {(name, cell): common.recipe(data, cell)
            for name, data in (("fsdd_conventional", "fsdd"), ("fsdd_speaker", "fsdd"), ("ptb", "ptb"))
            for cell in common.CELLS if common.recipe(data, cell)[0]}
+RECIPE_TEXT = {
+    "cos": "cosine learning-rate decay to 0 over the run",
+    "ft": "fine-tuning: the float model of the same seed (speaker split: fold) is trained first with the budget's "
+          "settings, then every method, float included, trains from its weights for the budget's epochs again "
+          "at the recipe's rate",
+}
 BUDGET_RANK = {"full": 3, "quick": 2, "smoke": 1}
 
 BUDGETS = {
@@ -229,11 +237,15 @@ class Runner:
         train = common.train_ptb if spec["dataset"] == "ptb" else common.train_fsdd
         t0 = time.time()
         try:
+            first_stage = self.float_stage(spec, settings, train)
             result, _ = train(settings, self.args.data_dir, scratch, verbose=self.args.verbose)
         except Exception:
             traceback.print_exc()
             print(f"[fail] {rid}", flush=True)
             return None
+        if first_stage:  # the stage's run id, not the scratch path the model was read from
+            result["first_stage"] = first_stage
+            result["settings"]["init_from"] = first_stage["run"]
         result.update({"run_id": rid, "spec": spec, "command": self.command,
                        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "total_seconds": time.time() - t0})
@@ -252,6 +264,22 @@ class Runner:
             except Exception:
                 traceback.print_exc()
         return result
+
+    def float_stage(self, spec: dict, settings: dict, train) -> dict | None:
+        """Fine-tuning recipes (``finetune_lr``): every method of a seed (and fold) starts from
+        one float model of the budget's settings, trained once and kept in ``--scratch``;
+        sets ``settings["init_from"]`` to it and returns its metrics (``None`` otherwise)."""
+        if not settings.get("finetune_lr"):
+            return None
+        stage = run_id({**spec, "method": "float", "stochastic": False}) + "_stage1"
+        path = self.scratch / "float_stages" / f"{stage}.keras"
+        if not path.is_file():
+            print(f"[run ] {stage} (float model the {spec['recipe']} recipe starts from)", flush=True)
+        metrics = common.train_float_stage(train, settings, path, self.args.data_dir, self.scratch / stage,
+                                           verbose=self.args.verbose)
+        shutil.rmtree(self.scratch / stage, ignore_errors=True)
+        settings["init_from"] = str(path)
+        return {"run": stage, **metrics}
 
     def select_speaker_prep(self, budget: str) -> tuple | None:
         """Float GRU on every fold with each candidate; the best mean *validation* accuracy
@@ -445,6 +473,11 @@ def write_tables(results_dir: Path, command: str):
                              f"(mean validation accuracy: {cands}); each table cell then trains on all five "
                              f"non-test speakers for {sel.get('epochs', '?')} epochs (median best validation "
                              f"epoch of the winner) and tests once on the held-out speaker.")
+        recipes = sorted({(c, recipe_tag(dataset, c)) for c in TABLE_CELLS if recipe_tag(dataset, c)})
+        if recipes:
+            lines.append("Recipes (chosen on validation; `common.RECIPES`): " + "; ".join(
+                f"{CELL_LABEL[c]} `{tag}` = {RECIPE_TEXT.get(tag, tag)} {RECIPES[(dataset, c)][1]}"
+                for c, tag in recipes) + ".")
         lines += ["", "| method | rounding | " + " | ".join(CELL_LABEL[c] for c in TABLE_CELLS) + " |",
                   "|---|---|" + "---|" * len(TABLE_CELLS)]
         for method, stochastic in ROWS:

@@ -11,7 +11,10 @@ default base rate or a lower one (``lrscale+lr5e-4``: rounded weights step about
 at 2e-3 without scaling, the float head 4x slower); a wider recurrent layer (``u128``,
 ``u192``: the rounded layer given more units than the 96-unit float baseline); fine-tuning
 (``ft``: the float model of the same seed trained first, its weights copied into the rounded
-model, which then trains its 30 epochs at 5e-4; the classifier stays float). Writes
+model, which then trains its 30 epochs at 5e-4; the classifier stays float) and its two
+controls: the same second stage started from the rounded model itself (``ftself``: is it the
+float start or the second stage at a lower rate?) and 30 epochs at 5e-4 from scratch
+(``lr5e-4``). Writes
 validation accuracy per seed, mean and sd, and the command that ran them, to
 ``results/probes/fsdd_recipe_<cell>.json`` after every run; finished runs are skipped when
 the probe is started again.
@@ -34,7 +37,8 @@ RECIPES = {"": {}, "bn": {"input_bn": 0.1}, "bn1": {"input_bn": 1.0}, "cos": {"l
            "lr5e-3": {"lr": 5e-3}, "lr5e-3+cos": {"lr": 5e-3, "lr_schedule": "cosine"},
            "lrscale": {"lr_scale": "glorot"}, "lrscale+lr5e-4": {"lr_scale": "glorot", "lr": 5e-4},
            "lrscale+lr2.5e-4": {"lr_scale": "glorot", "lr": 2.5e-4},
-           "u128": {"units": 128}, "u192": {"units": 192}, "ft": {"finetune": True, "lr": 5e-4}}
+           "u128": {"units": 128}, "u192": {"units": 192}, "ft": {"finetune": "float", "lr": 5e-4},
+           "ftself": {"finetune": "self", "lr": 5e-4}, "lr5e-4": {"lr": 5e-4}}
 parser = argparse.ArgumentParser()
 parser.add_argument("--cell", choices=common.CELLS, required=True)
 parser.add_argument("--variants", nargs="+", required=True,
@@ -49,15 +53,15 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "resu
 SETTINGS = dict(cell=args.cell, units=96, epochs=30, batch_size=32, lr=2e-3, normalize="global", noise=0.3,
                 dropout=0.3)
 out = json.load(open(OUT)) if os.path.exists(OUT) else {}
-FLOAT_MODELS = tempfile.TemporaryDirectory(prefix="fsdd_recipe_float_")  # removed at exit
+FIRST_STAGES = tempfile.TemporaryDirectory(prefix="fsdd_recipe_stage1_")  # removed at exit
 
 
-def trained_float(seed: int) -> str:
-    """Path of the default-recipe float model of ``seed`` (trained once per process)."""
-    path = os.path.join(FLOAT_MODELS.name, f"float_{seed}.keras")
+def first_stage(method: str, seed: int) -> str:
+    """Path of the default-recipe ``method`` model of ``seed`` (trained once per process)."""
+    path = os.path.join(FIRST_STAGES.name, f"{method}_{seed}.keras")
     if not os.path.exists(path):
         with tempfile.TemporaryDirectory() as scratch:
-            _, model = common.train_fsdd({**SETTINGS, "method": "float", "seed": seed},
+            _, model = common.train_fsdd({**SETTINGS, "method": method, "seed": seed},
                                          common.default_data_dir(), scratch, verbose=0)
         model.save(path)
     return path
@@ -74,8 +78,9 @@ for variant in args.variants:
             continue
         run = {**entry["settings"], "seed": seed}
         with tempfile.TemporaryDirectory() as scratch:
-            if run.pop("finetune", False):
-                run["init_from"] = trained_float(seed)
+            start = run.pop("finetune", None)
+            if start:
+                run["init_from"] = first_stage("float" if start == "float" else method, seed)
             result, _ = common.train_fsdd(run, common.default_data_dir(), scratch + "/run", verbose=0)
         entry["seeds"][str(seed)] = {"validation_accuracy": result["validation_accuracy"],
                                      "best_epoch": result["best_epoch"]}
