@@ -6,12 +6,15 @@
     python examples/spoken_digits.py --split speaker --fold 3 --normalize speaker --augment --noise 0.3 \
         --dropout 0.3 --train-on-validation --epochs 17 --out /tmp/fsdd_spk3_all5.keras
 
-A rounded LSTM fine-tuned from the float model of the same settings (the recipe that
-matches float for LSTMs; results/findings.md, item 12):
+LSTMs are fine-tuned from the float model of the same settings by default (the recipe that
+matches float for LSTMs; results/findings.md, item 12; ``--finetune-lr 0`` turns it off):
+the float LSTM trains first, then the rounded one from its weights at 5e-4. To reuse a
+float model already trained, name it:
 
-    python examples/spoken_digits.py --cell lstm --noise 0.3 --dropout 0.3 --out /tmp/lstm_float.keras
+    python examples/spoken_digits.py --cell lstm --noise 0.3 --dropout 0.3 --finetune-lr 0 \
+        --out /tmp/lstm_float.keras
     python examples/spoken_digits.py --cell lstm --noise 0.3 --dropout 0.3 --method ternary \
-        --init-from /tmp/lstm_float.keras --lr 5e-4 --out /tmp/lstm_ternary.keras
+        --init-from /tmp/lstm_float.keras --out /tmp/lstm_ternary.keras
 
 Prints validation and test accuracy (test once, on the best-validation epoch; with
 ``--train-on-validation`` the validation utterances join the training set, the model of the

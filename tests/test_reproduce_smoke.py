@@ -207,6 +207,23 @@ def test_example_command_lines_default_to_the_recommended_recipe():
     s = settings("--lr-scale", "glorot", "--input-bn", "0.1")
     assert s["lr_scale"] == "glorot" and s["input_bn"] == 0.1
     assert settings()["lr_scale"] is None and settings()["input_bn"] is False
+    assert settings("--cell", "lstm")["finetune_lr"] == 5e-4 and settings()["finetune_lr"] is None
+    assert settings("--cell", "lstm", "--finetune-lr", "0")["finetune_lr"] is None
+    assert settings("--finetune-lr", "1e-3")["finetune_lr"] == 1e-3
+
+
+@pytest.mark.parametrize("value", ["fast", "-1", "nan"])
+def test_example_command_line_rejects_a_bad_fine_tuning_rate(value, capsys):
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import common
+
+    parser = argparse.ArgumentParser()
+    common.add_run_args(parser, common.FSDD_DEFAULTS)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out", "m.keras", "--finetune-lr", value])
+    assert "--finetune-lr" in capsys.readouterr().err
 
 
 def _python(code: str, tmp_path) -> str:
@@ -292,3 +309,47 @@ def test_fine_tuning_from_a_model_of_another_size_names_the_argument(tmp_path):
     common.fsdd_model(5, {**s, "units": 4}).save(tmp_path / "small.keras")
     with pytest.raises(ValueError, match=r"init_from .*small\.keras.*'rnn'"):
         common.init_from(common.fsdd_model(5, {**s, "method": "ternary"}), str(tmp_path / "small.keras"))
+
+
+def test_fine_tuning_recipe_trains_the_float_stage_first_and_resumes_after_it(tmp_path):
+    """``finetune_lr`` without ``init_from``: the float model of the same settings is trained
+    first (kept in the scratch folder), the rounded run starts from its weights and trains at
+    ``finetune_lr``; started again, the run reuses the finished float stage."""
+    tiny = "dict(cell='lstm', units=8, epochs=1, max_train=32, max_eval=16, seed=0)"
+    code = (
+        "import json, numpy as np, keras, common\n"
+        f"r, m = common.train_fsdd({{**{tiny}, 'method': 'ternary', 'finetune_lr': 1e-9}}, {str(DATA)!r}, 's',\n"
+        "                         verbose=0)\n"
+        "f = keras.saving.load_model('s/float_stage.keras', compile=False)\n"
+        "for a, b in zip(f.weights, m.weights):\n"
+        "    a, b = a.numpy(), b.numpy()\n"
+        "    np.testing.assert_allclose(b, np.clip(a, b.min(), b.max()), atol=1e-5)\n"
+        "assert float(m.optimizer.learning_rate) == np.float32(1e-9)\n"
+        "assert r['settings']['init_from'].endswith('float_stage.keras')\n"
+        "print(json.dumps(r['first_stage']))\n")
+    first = json.loads(_python(code, tmp_path))
+    assert first["epochs_run"] == 1 and 0 <= first["test_accuracy"] <= 1
+    stamp = (tmp_path / "s" / "float_stage.keras").stat().st_mtime_ns
+    assert json.loads(_python(code, tmp_path)) == first  # the float stage is not trained again
+    assert (tmp_path / "s" / "float_stage.keras").stat().st_mtime_ns == stamp
+
+
+def test_runner_fine_tuning_recipe_shares_one_float_stage_per_seed(tmp_path):
+    """FSDD LSTM cells (recipe ``ft``): one float stage per seed, every method of that seed
+    (float included) fine-tuned from it; a second start skips everything."""
+    only = ["--only", "fsdd_conventional", "lstm", "seed0", "deterministic", "float", "ternary"]
+    out = _run(tmp_path, *only)
+    assert out.count("float model the ft recipe starts from") == 1
+    runs = {p.name: json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")}
+    assert sorted(runs) == ["fsdd_conventional_lstm_float_det_smoke_ft.json",
+                            "fsdd_conventional_lstm_ternary_det_smoke_ft.json"]
+    stage = "fsdd_conventional_lstm_float_det_smoke_ft_stage1"
+    for r in runs.values():
+        assert r["first_stage"]["run"] == stage and r["settings"]["init_from"] == stage
+        assert r["settings"]["finetune_lr"] == 5e-4 and r["settings"]["lr"] == 2e-3  # the float stage's rate, kept
+    assert sorted(p.name for p in (tmp_path / "scratch" / "float_stages").iterdir()) == [
+        f"{stage}.json", f"{stage}.keras"]
+    tables = (tmp_path / "results" / "paper_tables.md").read_text()
+    assert "LSTM `ft` = fine-tuning" in tables
+    again = _run(tmp_path, *only)
+    assert again.count("[skip]") == 2 and "[run ]" not in again
