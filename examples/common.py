@@ -475,19 +475,23 @@ def float_stage_settings(s: dict) -> dict:
 
 def train_float_stage(train_fn, s: dict, path: Path, data_dir=None, scratch=None, verbose=2) -> dict:
     """First stage of the fine-tuning recipe: trains the float model of ``s`` with ``train_fn``
-    unless ``path`` (a ``.keras`` file) holds it already, saves it there and its metrics
-    beside it (``.json``); returns those metrics. A finished first stage is reused, so every
-    method of one seed (and an interrupted run) starts from the same float model."""
+    unless ``path`` (a ``.keras`` file) holds it already, saves it there and its settings and
+    metrics beside it (``.json``); returns the metrics. A finished first stage of the same
+    settings is reused, so every method of one seed (and an interrupted run) starts from the
+    same float model; one of other settings is trained again, never silently reused."""
     path = Path(path)
     summary_path = path.with_suffix(".json")
-    if not (path.is_file() and summary_path.is_file()):
+    settings = json.loads(json.dumps(float_stage_settings(s)))
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if not (path.is_file() and summary.get("settings") == settings):
         result, model = train_fn(float_stage_settings(s), data_dir, scratch, verbose)
         path.parent.mkdir(parents=True, exist_ok=True)
         model.save(path)
         keys = ("metric", "validation_accuracy", "test_accuracy", "validation_bpc", "test_bpc", "best_epoch",
                 "epochs_run", "train_seconds")
-        summary_path.write_text(json.dumps({k: result[k] for k in keys if k in result}, indent=1))
-    return json.loads(summary_path.read_text())
+        summary = {"settings": settings, **{k: result[k] for k in keys if k in result}}
+        summary_path.write_text(json.dumps(summary, indent=1))
+    return {k: v for k, v in summary.items() if k != "settings"}
 
 
 def _fine_tuning(train_fn, s: dict, data_dir, scratch: Path, verbose) -> tuple[dict, dict | None]:

@@ -332,6 +332,10 @@ def test_fine_tuning_recipe_trains_the_float_stage_first_and_resumes_after_it(tm
     stamp = (tmp_path / "s" / "float_stage.keras").stat().st_mtime_ns
     assert json.loads(_python(code, tmp_path)) == first  # the float stage is not trained again
     assert (tmp_path / "s" / "float_stage.keras").stat().st_mtime_ns == stamp
+    other_seed = code.replace("seed=0", "seed=1")
+    _python(other_seed, tmp_path)  # other settings: the float stage is trained again, not reused
+    assert (tmp_path / "s" / "float_stage.keras").stat().st_mtime_ns != stamp
+    assert json.loads((tmp_path / "s" / "float_stage.json").read_text())["settings"]["seed"] == 1
 
 
 def test_runner_fine_tuning_recipe_shares_one_float_stage_per_seed(tmp_path):
