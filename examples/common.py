@@ -473,6 +473,17 @@ def float_stage_settings(s: dict) -> dict:
     return {**s, "method": "float", "stochastic": False, "finetune_lr": None, "init_from": None}
 
 
+def float_stage_ready(s: dict, path) -> bool:
+    """Whether ``path`` holds the finished float stage of ``s`` (model and the same recorded
+    settings), i.e. :func:`train_float_stage` will reuse it rather than train."""
+    path = Path(path)
+    summary_path = path.with_suffix(".json")
+    if not (path.is_file() and summary_path.is_file()):
+        return False
+    recorded = json.loads(summary_path.read_text()).get("settings")
+    return recorded == json.loads(json.dumps(float_stage_settings(s)))
+
+
 def train_float_stage(train_fn, s: dict, path: Path, data_dir=None, scratch=None, verbose=2) -> dict:
     """First stage of the fine-tuning recipe: trains the float model of ``s`` with ``train_fn``
     unless ``path`` (a ``.keras`` file) holds it already, saves it there and its settings and
@@ -482,8 +493,7 @@ def train_float_stage(train_fn, s: dict, path: Path, data_dir=None, scratch=None
     path = Path(path)
     summary_path = path.with_suffix(".json")
     settings = json.loads(json.dumps(float_stage_settings(s)))
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    if not (path.is_file() and summary.get("settings") == settings):
+    if not float_stage_ready(s, path):
         result, model = train_fn(float_stage_settings(s), data_dir, scratch, verbose)
         path.parent.mkdir(parents=True, exist_ok=True)
         model.save(path)
@@ -491,6 +501,8 @@ def train_float_stage(train_fn, s: dict, path: Path, data_dir=None, scratch=None
                 "epochs_run", "train_seconds")
         summary = {"settings": settings, **{k: result[k] for k in keys if k in result}}
         summary_path.write_text(json.dumps(summary, indent=1))
+    else:
+        summary = json.loads(summary_path.read_text())
     return {k: v for k, v in summary.items() if k != "settings"}
 
 

@@ -273,7 +273,7 @@ class Runner:
             return None
         stage = run_id({**spec, "method": "float", "stochastic": False}) + "_stage1"
         path = self.scratch / "float_stages" / f"{stage}.keras"
-        if not path.is_file():
+        if not common.float_stage_ready(settings, path):
             print(f"[run ] {stage} (float model the {spec['recipe']} recipe starts from)", flush=True)
         metrics = common.train_float_stage(train, settings, path, self.args.data_dir, self.scratch / stage,
                                            verbose=self.args.verbose)

@@ -338,6 +338,24 @@ def test_fine_tuning_recipe_trains_the_float_stage_first_and_resumes_after_it(tm
     assert json.loads((tmp_path / "s" / "float_stage.json").read_text())["settings"]["seed"] == 1
 
 
+def test_float_stage_ready_only_for_a_finished_stage_of_the_same_settings(tmp_path):
+    """The runner logs "[run ] ..._stage1" exactly when ``train_float_stage`` will train."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    import common
+
+    s = {**common.FSDD_DEFAULTS, "cell": "lstm", "units": 4, "method": "ternary", "finetune_lr": 5e-4}
+    path = tmp_path / "stage.keras"
+    assert not common.float_stage_ready(s, path)
+    path.write_bytes(b"model")
+    assert not common.float_stage_ready(s, path)  # no recorded settings
+    path.with_suffix(".json").write_text(json.dumps({"settings": common.float_stage_settings(s)}))
+    assert common.float_stage_ready(s, path)
+    assert common.float_stage_ready({**s, "method": "exponential"}, path)  # one float stage for every method
+    assert not common.float_stage_ready({**s, "seed": 1}, path)
+    path.unlink()
+    assert not common.float_stage_ready(s, path)
+
+
 def test_runner_fine_tuning_recipe_shares_one_float_stage_per_seed(tmp_path):
     """FSDD LSTM cells (recipe ``ft``): one float stage per seed, every method of that seed
     (float included) fine-tuned from it; a second start skips everything."""
