@@ -10,7 +10,8 @@ moved out. A variant is ``METHOD`` or ``METHOD+TOKEN+...``:
 
 * ``x<K>`` (ternary, binary): level magnitude ``K`` times its default (ternary ``W0 = K*G``);
   float: every weight clipped to ``[-K*G, K*G]``;
-* ``e<E>`` (pow2-ternary, e.g. ``e-1``): levels ``{-2^E, 0, 2^E}`` for every weight.
+* ``e<E>`` (pow2-ternary, e.g. ``e-1``): levels ``{-2^E, 0, 2^E}`` for every weight;
+* ``bn``: batch normalization of the RNN's input, gamma starting at 0.1 (the authors' code).
 
 Master weights are clipped to the largest level, as the quantized layers do by default.
 Validation and test BPC are both recorded (decisions on validation only). Resumable:
@@ -72,6 +73,8 @@ def rnn_kwargs(variant: str) -> tuple[str, dict, dict]:
             for slot in SLOTS.values():
                 kwargs[f"{slot}_quantizer"] = quantizers.Pow2Ternary(exponent=e)
             described["exponent"] = e
+        elif token == "bn":
+            described["input_bn"] = 0.1
         else:
             raise SystemExit(f"unknown token {token!r} in {variant!r}")
     return method, kwargs, described
@@ -83,7 +86,7 @@ for variant in [v for v in args.variants if v not in out["variants"]]:
     method, kwargs, described = rnn_kwargs(variant)
     s = {"cell": args.cell, "method": method, "units": args.units, "embedding": 32, "epochs": args.epochs,
          "lr": 2e-3, "seed": args.seed, "patience": 2, "steps_per_epoch": args.steps_per_epoch,
-         "max_eval_chars": args.max_eval_chars, "rnn_kwargs": kwargs}
+         "max_eval_chars": args.max_eval_chars, "input_bn": described.get("input_bn", False), "rnn_kwargs": kwargs}
     result, _ = common.train_ptb(s, common.default_data_dir(), Path(args.scratch) / name / variant, verbose=2)
     result["settings"].pop("rnn_kwargs")
     result["settings"]["range"] = described
