@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -269,7 +270,7 @@ def test_killed_export_leaves_the_old_set_or_the_new_one(tmp_path):
     seen = set()
     for point in ("write1", "write3", "write5", "before-swap", "after-swap"):
         out = tmp_path / point
-        to_tflite(_model(), _x(), output_dir=str(out))
+        shutil.copytree(old_dir, out)  # the old set (files are owned by name, not by path)
         (out / "main.cc").write_text("user file")
         proc = _run(_KILLED, str(out), point)
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-800:]
