@@ -87,7 +87,7 @@ def settings() -> dict:
 def distill(alpha: float) -> dict:
     """One student trained with the teacher's term at weight ``alpha``."""
     s = settings()
-    common._seed(s)
+    keras.utils.set_random_seed(int(s["seed"]))
     data = datasets.ptb_chars(common.default_data_dir())
     train_b = common.PTBWindows(data.train, s["seq_len"], s["batch_size"], shuffle=True, seed=s["seed"])
     steps = min(len(train_b), s["steps_per_epoch"] or len(train_b))
