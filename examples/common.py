@@ -217,13 +217,15 @@ def learning_rate(s: dict, steps_per_epoch: int | None):
 
 def ptb_model(vocab_size: int, s: dict, steps_per_epoch: int | None = None) -> keras.Model:
     """Embedding -> [BatchNormalization] -> recurrent layer -> [Dropout] -> softmax; the
-    recipe settings as for :func:`fsdd_model`."""
+    recipe settings as for :func:`fsdd_model`. ``s["rnn_layer"]`` (optional, probes): a
+    callable with :func:`rnn_layer`'s signature that builds the recurrent layer instead."""
     inputs = keras.Input((None,), dtype="int32", name="chars")
     x = keras.layers.Embedding(vocab_size, s["embedding"], name="embedding")(inputs)
     x = input_bn(x, s)
-    x = rnn_layer(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"],
-                  return_sequences=True, init=s.get("init", "keras"), input_dim=s["embedding"],
-                  **exponent_offset_kwargs(s), **s.get("rnn_kwargs", {}))(x)
+    make_rnn = s.get("rnn_layer", rnn_layer)
+    x = make_rnn(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"],
+                 return_sequences=True, init=s.get("init", "keras"), input_dim=s["embedding"],
+                 **exponent_offset_kwargs(s), **s.get("rnn_kwargs", {}))(x)
     if s["dropout"]:
         x = keras.layers.Dropout(s["dropout"], seed=s["seed"])(x)
     outputs = keras.layers.Dense(vocab_size, activation="softmax", name="softmax")(x)
