@@ -148,6 +148,25 @@ def test_fsdd_model_passes_rnn_kwargs():
     assert floatbias.cell.bias_quantizer is None and floatbias.cell.kernel_quantizer is not None
 
 
+def test_ptb_model_builds_its_recurrent_layer_with_the_given_factory():
+    """``s["rnn_layer"]`` replaces ``common.rnn_layer`` with the same arguments (probes
+    that try another layer keep the rest of the PTB model and training)."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    import common
+
+    seen = {}
+
+    def factory(cell, method, units, stochastic, **kwargs):
+        seen.update(cell=cell, method=method, units=units, name=kwargs["name"])
+        return common.rnn_layer(cell, "float", units, **{k: kwargs[k] for k in ("name", "return_sequences")})
+
+    s = {**common.PTB_DEFAULTS, "method": "ternary", "units": 4, "embedding": 3}
+    model = common.ptb_model(20, {**s, "rnn_layer": factory}, steps_per_epoch=1)
+    assert seen == {"cell": "gru", "method": "ternary", "units": 4, "name": "rnn"}
+    assert type(model.get_layer("rnn")).__name__ == "GRU"
+    assert type(common.ptb_model(20, s, steps_per_epoch=1).get_layer("rnn")).__name__ == "TernaryGRU"
+
+
 def test_recipe_tag_names_runs_and_keeps_superseded_runs_out_of_tables(tmp_path, monkeypatch):
     """A (data set, cell) with a recipe gets its tag in the run id and settings; runs of
     another recipe (an older one) are not shown."""
