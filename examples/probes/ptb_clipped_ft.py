@@ -19,7 +19,6 @@ Writes ``results/probes/ptb_clipped_ft_<cell>_<method>_u<units>[_s<seed>].json``
 
     python examples/probes/ptb_clipped_ft.py --cell gru --method ternary --control
 """
-import argparse
 import json
 import os
 import sys
@@ -29,25 +28,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import keras  # noqa: E402
 
 import common  # noqa: E402
+import ptb_args  # noqa: E402
 import keras_lowprec  # noqa: E402
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--cell", choices=("gru", "lstm"), default="gru")
+parser = ptb_args.parser("ptb_clipped_ft", epochs_help="stage 1 (clipped float) epochs")
 parser.add_argument("--method", choices=("ternary", "pow2_ternary", "exponential", "binary"), default="ternary")
-parser.add_argument("--units", type=int, default=256)
-parser.add_argument("--epochs", type=int, default=6, help="stage 1 (clipped float) epochs")
 parser.add_argument("--ft-epochs", type=int, default=3, help="stage 2 (rounded) epochs")
 parser.add_argument("--ft-lr", type=float, default=5e-4)
-parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--control", action="store_true", help="also fine-tune a float model from stage 1")
-parser.add_argument("--steps-per-epoch", type=int, default=None, help="smoke runs")
-parser.add_argument("--max-eval-chars", type=int, default=None, help="smoke runs")
-parser.add_argument("--scratch", default=os.path.expanduser("~/.keras/keras_lowprec/scratch/ptb_clipped_ft"))
-parser.add_argument("--out", default=None, help="JSON to write (default under results/probes)")
 args = parser.parse_args()
 
-name = f"ptb_clipped_ft_{args.cell}_{args.method}_u{args.units}" + ("" if args.seed == 0 else f"_s{args.seed}")
-OUT = Path(args.out or Path(__file__).resolve().parents[2] / "results" / "probes" / f"{name}.json")
+name = ptb_args.run_name("ptb_clipped_ft", args, args.method)
+OUT = ptb_args.out_path(args, name)
 SCRATCH = Path(args.scratch) / name
 COMMAND = "python examples/probes/ptb_clipped_ft.py " + " ".join(sys.argv[1:])
 BASE = {"cell": args.cell, "units": args.units, "embedding": 32, "seed": args.seed, "patience": 2,

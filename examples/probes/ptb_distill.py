@@ -21,7 +21,6 @@ Writes ``results/probes/ptb_distill_<cell>_<method>_u<units>[_s<seed>].json``.
 
     python examples/probes/ptb_distill.py --teacher /tmp/ptb_gru_float_s1.keras --seed 1 --alphas 0.5
 """
-import argparse
 import json
 import math
 import os
@@ -33,25 +32,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import keras  # noqa: E402
 
 import common  # noqa: E402
+import ptb_args  # noqa: E402
 from keras_lowprec import datasets  # noqa: E402
 
-parser = argparse.ArgumentParser()
+parser = ptb_args.parser("ptb_distill")
 parser.add_argument("--teacher", required=True, help="trained float PTB model (.keras) of examples/ptb_char.py")
 parser.add_argument("--alphas", type=float, nargs="+", default=[0.5], help="weights of the teacher's term")
-parser.add_argument("--cell", choices=("gru", "lstm"), default="gru")
 parser.add_argument("--method", choices=("ternary", "pow2_ternary", "exponential", "binary", "float"),
                     default="ternary")
-parser.add_argument("--units", type=int, default=256)
-parser.add_argument("--epochs", type=int, default=6)
-parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--steps-per-epoch", type=int, default=None, help="smoke runs")
-parser.add_argument("--max-eval-chars", type=int, default=None, help="smoke runs")
-parser.add_argument("--scratch", default=os.path.expanduser("~/.keras/keras_lowprec/scratch/ptb_distill"))
-parser.add_argument("--out", default=None, help="JSON to write (default under results/probes)")
 args = parser.parse_args()
 
-name = f"ptb_distill_{args.cell}_{args.method}_u{args.units}" + ("" if args.seed == 0 else f"_s{args.seed}")
-OUT = Path(args.out or Path(__file__).resolve().parents[2] / "results" / "probes" / f"{name}.json")
+name = ptb_args.run_name("ptb_distill", args, args.method)
+OUT = ptb_args.out_path(args, name)
 SCRATCH = Path(args.scratch) / name
 COMMAND = "python examples/probes/ptb_distill.py " + " ".join(sys.argv[1:])
 

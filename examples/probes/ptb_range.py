@@ -20,7 +20,6 @@ Writes ``results/probes/ptb_range_<cell>_u<units>.json``.
 
     python examples/probes/ptb_range.py --variants ternary+x2 pow2_ternary+e-1 float+x1
 """
-import argparse
 import json
 import os
 import re
@@ -29,21 +28,14 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import common  # noqa: E402
+import ptb_args  # noqa: E402
 from keras_lowprec import constraints, quantizers  # noqa: E402
 
-parser = argparse.ArgumentParser()
+parser = ptb_args.parser("ptb_range")
 parser.add_argument("--variants", nargs="+", required=True)
-parser.add_argument("--cell", choices=("gru", "lstm"), default="gru")
-parser.add_argument("--units", type=int, default=256)
-parser.add_argument("--epochs", type=int, default=6)
-parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--steps-per-epoch", type=int, default=None, help="smoke runs")
-parser.add_argument("--max-eval-chars", type=int, default=None, help="smoke runs")
-parser.add_argument("--scratch", default=os.path.expanduser("~/.keras/keras_lowprec/scratch/ptb_range"))
-parser.add_argument("--out", default=None, help="JSON to write (default under results/probes)")
 args = parser.parse_args()
-name = f"ptb_range_{args.cell}_u{args.units}" + ("" if args.seed == 0 else f"_s{args.seed}")
-OUT = Path(args.out or Path(__file__).resolve().parents[2] / "results" / "probes" / f"{name}.json")
+name = ptb_args.run_name("ptb_range", args)
+OUT = ptb_args.out_path(args, name)
 SLOTS = {"kernel": "kernel", "recurrent_kernel": "recurrent", "bias": "bias"}
 
 

@@ -25,7 +25,6 @@ Writes ``results/probes/ptb_scaled_<cell>_u<units>[_s<seed>].json``.
 
     python examples/probes/ptb_scaled.py --variants ternary exponential
 """
-import argparse
 import json
 import os
 import sys
@@ -36,21 +35,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
+import ptb_args  # noqa: E402
 from keras_lowprec.layers import recurrent  # noqa: E402
 
-parser = argparse.ArgumentParser()
+parser = ptb_args.parser("ptb_scaled")
 parser.add_argument("--variants", nargs="+", required=True, help="METHOD or METHOD+cos")
-parser.add_argument("--cell", choices=("gru", "lstm"), default="gru")
-parser.add_argument("--units", type=int, default=256)
-parser.add_argument("--epochs", type=int, default=6)
-parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--steps-per-epoch", type=int, default=None, help="smoke runs")
-parser.add_argument("--max-eval-chars", type=int, default=None, help="smoke runs")
-parser.add_argument("--scratch", default=os.path.expanduser("~/.keras/keras_lowprec/scratch/ptb_scaled"))
-parser.add_argument("--out", default=None, help="JSON to write (default under results/probes)")
 args = parser.parse_args()
-name = f"ptb_scaled_{args.cell}_u{args.units}" + ("" if args.seed == 0 else f"_s{args.seed}")
-OUT = Path(args.out or Path(__file__).resolve().parents[2] / "results" / "probes" / f"{name}.json")
+name = ptb_args.run_name("ptb_scaled", args)
+OUT = ptb_args.out_path(args, name)
 SCALED = ("kernel", "recurrent_kernel")
 METHODS = ("ternary", "exponential", "pow2_ternary", "binary")
 
