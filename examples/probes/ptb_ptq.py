@@ -18,7 +18,6 @@ Validation only (the first ``--valid-chars`` characters). Writes
 """
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -29,6 +28,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
+import ptb_args  # noqa: E402
 from keras_lowprec import datasets, quantizers  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -37,26 +37,26 @@ parser.add_argument("--variants", nargs="+", required=True)
 parser.add_argument("--valid-chars", type=int, default=100_000)
 parser.add_argument("--out", default=None, help="JSON to write (default under results/probes)")
 args = parser.parse_args()
-OUT = Path(args.out or Path(__file__).resolve().parents[2] / "results" / "probes" /
-           f"ptb_ptq_{Path(args.model).stem}.json")
+OUT = Path(args.out or ptb_args.RESULTS / f"ptb_ptq_{Path(args.model).stem}.json")
+
+
+VARIANT = re.compile(r"(ternary|exponential|pow2_ternary)(?:\+([xoe])(-?[0-9.]+))?")
+TOKEN = {"ternary": "x", "exponential": "o", "pow2_ternary": "e"}
 
 
 def rounding(variant: str):
     """``f(w, G)``: the deterministic rounding of ``METHOD[+TOKEN]`` (see the module docstring)."""
-    method, _, token = variant.partition("+")
-    number = re.fullmatch(r"[xoe](-?[0-9.]+)", token)
-    if token and not number:
-        method = None
-    value = number.group(1) if number else None
-    if method == "ternary" and token[:1] in ("", "x"):
+    match = VARIANT.fullmatch(variant)
+    if not match or match.group(2) not in (None, TOKEN[match.group(1)]):
+        raise SystemExit(f"variant {variant!r}: expected ternary[+x<K>], exponential[+o<K>] or pow2_ternary[+e<E>]")
+    method, value = match.group(1), match.group(3)
+    if method == "ternary":
         k = float(value or 1.0)
         return lambda w, g: quantizers.Ternary(scale=k * g)(w, training=False)
-    if method == "exponential" and token[:1] in ("", "o"):
+    if method == "exponential":
         q = quantizers.Exponential(exponent_offset=int(value or 0))
-    elif method == "pow2_ternary" and token[:1] in ("", "e"):
-        q = quantizers.Pow2Ternary(exponent=None if value is None else int(value))
     else:
-        raise SystemExit(f"variant {variant!r}: expected ternary[+x<K>], exponential[+o<K>] or pow2_ternary[+e<E>]")
+        q = quantizers.Pow2Ternary(exponent=None if value is None else int(value))
     return lambda w, g: q(w, training=False, glorot_bound=g)
 
 

@@ -17,9 +17,9 @@ the GRU), applied once per output in an integer kernel (a per-channel scale), ne
 weight. The model has the matrix's quick-budget settings (256 units, embedding 32, 6 epochs
 at 2e-3, patience 2, ``common.train_ptb``). A variant is a method (``ternary``,
 ``exponential``, ``pow2_ternary``, ``binary``), optionally ``+cos``: the rate decayed to 0 by
-a cosine over the run (``--lr-schedule cosine`` of the examples). Validation and test BPC are recorded
-(decisions on validation only) with the learned scales' quantiles. Resumable: finished
-variants are skipped, an interrupted one resumes from its last epoch.
+a cosine over the run (``--lr-schedule cosine`` of the examples). Validation and test BPC
+are recorded (decisions on validation only) with the learned scales' quantiles. Resumable:
+finished variants are skipped, an interrupted one resumes from its last epoch.
 
 Writes ``results/probes/ptb_scaled_<cell>_u<units>[_s<seed>].json``.
 
@@ -53,7 +53,6 @@ def parse_variant(variant: str) -> tuple[str, str]:
     if method not in METHODS or schedule not in ("", "cos"):
         raise SystemExit(f"variant {variant!r}: expected METHOD or METHOD+cos, METHOD one of {METHODS}")
     return method, "cosine" if schedule else "constant"
-
 
 
 class _ColumnScaled:
