@@ -42,13 +42,13 @@ FSDD_DEFAULTS = dict(
     units=96, epochs=30, batch_size=32, lr=2e-3, seed=0, features="logmel", normalize="global",
     augment=False, specaugment=False, noise=0.0, dropout=0.0, steps_per_epoch=None, max_train=None,
     max_eval=None, train_on_validation=False, input_bn=False, lr_schedule="constant", lr_scale=None,
-    init_from=None, finetune_lr=None,
+    init_from=None, finetune_lr=None, channel_scale=False,
 )
 PTB_DEFAULTS = dict(
     dataset="ptb", cell="gru", method="float", stochastic=False, units=256, embedding=32,
     epochs=5, batch_size=64, lr=2e-3, seed=0, seq_len=100, dropout=0.0, steps_per_epoch=None,
     max_eval_chars=None, patience=2, init="keras", input_bn=False, lr_schedule="constant", lr_scale=None,
-    init_from=None, finetune_lr=None,
+    init_from=None, finetune_lr=None, channel_scale=False,
 )
 INITS = ("keras", "uniform-g")
 # The training recipe per (data set, cell) where the probes found, on validation data, one
@@ -77,8 +77,9 @@ def default_data_dir() -> str | None:
 # models
 # ---------------------------------------------------------------------------------------
 def rnn_layer(cell: str, method: str, units: int, stochastic: bool = False, init: str = "keras",
-              input_dim: int | None = None, **kwargs):
-    """A recurrent layer: the plain Keras one for ``float``, else the preset of the method.
+              input_dim: int | None = None, channel_scale: bool = False, **kwargs):
+    """A recurrent layer: the plain Keras one for ``float``, else the preset of the method
+    (with a learned scale per gate unit when ``channel_scale``; float layers have none).
 
     ``init="uniform-g"``: kernel and recurrent kernel drawn from U(-G, G) with each gate's
     Glorot bound ``G = sqrt(6 / (fan_in + units))`` (``input_dim`` is the kernel's fan-in),
@@ -102,7 +103,7 @@ def rnn_layer(cell: str, method: str, units: int, stochastic: bool = False, init
             raise ValueError("float has no stochastic rounding")
         return getattr(keras.layers, _CELL_NAME[cell])(units, **kwargs)
     cls = getattr(keras_lowprec.layers, _METHOD_PREFIX[method] + _CELL_NAME[cell])
-    return cls(units, stochastic=stochastic, **kwargs)
+    return cls(units, stochastic=stochastic, channel_scale=channel_scale, **kwargs)
 
 
 def exponent_offset_kwargs(s: dict) -> dict:
@@ -131,7 +132,8 @@ def fsdd_model(num_features: int, s: dict, steps_per_epoch: int | None = None) -
         x = keras.layers.GaussianNoise(s["noise"], seed=s["seed"])(x)
     x = input_bn(x, s)
     x = rnn_layer(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"],
-                  **exponent_offset_kwargs(s), **s.get("rnn_kwargs", {}))(x)
+                  channel_scale=s.get("channel_scale", False), **exponent_offset_kwargs(s),
+                  **s.get("rnn_kwargs", {}))(x)
     if s["dropout"]:
         x = keras.layers.Dropout(s["dropout"], seed=s["seed"])(x)
     outputs = keras.layers.Dense(10, activation="softmax", name="classifier")(x)
@@ -225,7 +227,8 @@ def ptb_model(vocab_size: int, s: dict, steps_per_epoch: int | None = None) -> k
     make_rnn = s.get("rnn_layer", rnn_layer)
     x = make_rnn(s["cell"], s["method"], s["units"], s["stochastic"], name="rnn", seed=s["seed"],
                  return_sequences=True, init=s.get("init", "keras"), input_dim=s["embedding"],
-                 **exponent_offset_kwargs(s), **s.get("rnn_kwargs", {}))(x)
+                 channel_scale=s.get("channel_scale", False), **exponent_offset_kwargs(s),
+                 **s.get("rnn_kwargs", {}))(x)
     if s["dropout"]:
         x = keras.layers.Dropout(s["dropout"], seed=s["seed"])(x)
     outputs = keras.layers.Dense(vocab_size, activation="softmax", name="softmax")(x)
@@ -671,6 +674,9 @@ def add_run_args(parser, defaults: dict):
                              "examples/common.py, or with compile=False)")
     parser.add_argument("--input-bn", type=float, default=0.0, metavar="GAMMA",
                         help="batch-normalize the recurrent layer's input, scale starting at GAMMA (0: off)")
+    parser.add_argument("--channel-scale", choices=("auto", "on", "off"), default="auto",
+                        help="on: rounded layers learn a float scale per gate unit (channel_scale=True); auto "
+                             "(default): the cell's recipe (off everywhere for now)")
     parser.add_argument("--exponent-offset", type=int, default=0,
                         help="exponential weights: move the window of exponents up by this many (default 0)")
     parser.add_argument("--finetune-lr", default="auto", metavar="LR", type=_auto_or_rate,
@@ -696,11 +702,14 @@ def run_args_settings(args, dataset: str) -> dict:
     if schedule == "auto":
         schedule = cell_recipe.get("lr_schedule", "constant")
     finetune_lr = cell_recipe.get("finetune_lr") if args.finetune_lr == "auto" else args.finetune_lr
+    channel_scale = (cell_recipe.get("channel_scale", False) if args.channel_scale == "auto"
+                     else args.channel_scale == "on")
     return {"cell": args.cell, "method": args.method, "stochastic": bool(args.stochastic), "units": args.units,
             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
             "steps_per_epoch": args.steps_per_epoch, "lr_schedule": schedule,
             "lr_scale": None if args.lr_scale == "none" else args.lr_scale, "input_bn": args.input_bn or False,
-            "exponent_offset": args.exponent_offset, "init_from": args.init_from, "finetune_lr": finetune_lr or None}
+            "exponent_offset": args.exponent_offset, "init_from": args.init_from, "finetune_lr": finetune_lr or None,
+            "channel_scale": channel_scale}
 
 
 def save_outputs(result: dict, model, out: str):

@@ -19,7 +19,7 @@ class LayerSummary:
     """One layer's row. Bytes: ``float32`` 4 per weight; ``tflite_int8`` as an int8
     ``.tflite`` stores them (1 byte per kernel weight, int32 biases); ``packed`` at the
     method's minimal bits (binary 1, ternary 2, exponential sign + exponent code),
-    float weights at 32 bits."""
+    float weights (and channel scales) at 32 bits."""
 
     name: str
     layer_type: str
@@ -79,7 +79,15 @@ def _layer_summary(layer: keras.layers.Layer) -> LayerSummary:
     methods, level_info = [], []
     handled = set()
     for owner in owners:
-        rounded = owner.quantized_weights(training=False)
+        rounded = owner.quantized_weights(training=False, apply_channel_scale=False)
+        scales = owner.channel_scales()
+        for variable in scales.values():  # float32 per output, in the .tflite too (per-channel scales)
+            handled.add(id(variable))
+            n = int(np.prod(variable.shape))
+            params += n
+            float32 += 4 * n
+            int8 += 4 * n
+            bits += _FLOAT_BITS * n
         for name, variable in owner.master_weights().items():
             handled.add(id(variable))
             n = int(np.prod(variable.shape))
@@ -109,10 +117,11 @@ def _layer_summary(layer: keras.layers.Layer) -> LayerSummary:
         float32 += 4 * n
         int8 += (4 if _is_bias(variable.path) else 1) * n
         bits += _FLOAT_BITS * n
+    scaled = any(owner.channel_scales() for owner in owners)
     return LayerSummary(
         name=layer.name,
         layer_type=type(layer).__name__,
-        quantizer=", ".join(methods) or "float",
+        quantizer=(", ".join(methods) or "float") + (" + channel scales" if scaled else ""),
         levels=", ".join(level_info) or "-",
         params=params,
         float32_bytes=float32,

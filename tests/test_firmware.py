@@ -91,6 +91,12 @@ ROUTES = {
                               "step"),
     "lstm-fused-compressed": (lambda: _chain(L.TernaryLSTM(32)), _data, {"compress": "flash"}, "fused-lstm"),
     "gru-sequence-compressed": (lambda: _chain(L.ExponentialGRU(32)), _data, {"compress": "flash"}, "unrolled-step"),
+    # Per-channel FULLY_CONNECTED weight scales (one per gate unit), as they are and
+    # LUT-compressed (one value table per channel).
+    "channel-scale-exponential-lstm-stream": (lambda: _chain(L.ExponentialLSTM(U, channel_scale=True)), _data,
+                                              {"mode": "stream"}, "step"),
+    "channel-scale-gru-stream-compressed": (lambda: _chain(L.TernaryGRU(64, channel_scale=True)), _data,
+                                            {"mode": "stream", "compress": "flash"}, "step"),
     "masked-lstm-stream": (
         lambda: _chain(L.TernaryLSTM(U), inp=keras.Input((None, F)), before=[keras.layers.Masking(0.0)]),
         _masked_data, {"mode": "stream"}, "step"),

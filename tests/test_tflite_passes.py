@@ -120,6 +120,7 @@ class W:
     scale: float | None
     levels: object = None
     gates: int = 1
+    channel_scale: object = None
 
     @property
     def key(self) -> str:

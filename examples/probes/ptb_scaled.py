@@ -7,7 +7,8 @@ scale per output unit (Zhu et al. 2017, "Trained ternary quantization"; Ardakani
 2019 reach float PTB accuracy with ternary LSTMs through batch normalization of each
 matrix product, which at inference is such a per-unit scale) let each gate unit choose its
 own range while its weights keep three levels. Here each column ``j`` of the kernel and of
-the recurrent kernel (one gate unit) gets a trainable float scale ``s_j``, starting at 1:
+the recurrent kernel (one gate unit) gets a trainable float scale ``s_j``, starting at 1
+(the layers' ``channel_scale=True``; the first runs used an equivalent cell mixin here):
 
     W_eff[:, j] = s_j * Q(W)[:, j]
 
@@ -36,14 +37,12 @@ import numpy as np  # noqa: E402
 
 import common  # noqa: E402
 import ptb_args  # noqa: E402
-from keras_lowprec.layers import recurrent  # noqa: E402
 
 parser = ptb_args.parser("ptb_scaled")
 parser.add_argument("--variants", nargs="+", required=True, help="METHOD or METHOD+cos")
 args = parser.parse_args()
 name = ptb_args.run_name("ptb_scaled", args)
 OUT = ptb_args.out_path(args, name)
-SCALED = ("kernel", "recurrent_kernel")
 METHODS = ("ternary", "exponential", "pow2_ternary", "binary")
 
 
@@ -55,55 +54,12 @@ def parse_variant(variant: str) -> tuple[str, str]:
     return method, "cosine" if schedule else "constant"
 
 
-class _ColumnScaled:
-    """Cell mixin: ``kernel`` and ``recurrent_kernel`` rounded, then scaled per column."""
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        for w in SCALED:
-            columns = getattr(self, w).shape[-1]
-            setattr(self, f"{w}_scale", self.add_weight(shape=(columns,), initializer="ones", name=f"{w}_scale"))
-
-    def quantized_weights(self, training=False):
-        out = super().quantized_weights(training)
-        for w in SCALED:
-            out[w] = out[w] * getattr(self, f"{w}_scale")
-        return out
-
-
-class ColumnScaledGRUCell(_ColumnScaled, recurrent.QuantGRUCell):
-    pass
-
-
-class ColumnScaledLSTMCell(_ColumnScaled, recurrent.QuantLSTMCell):
-    pass
-
-
-class ScaledRNN(recurrent._QuantRNNMixin, keras.layers.RNN):
-    """``keras.layers.RNN`` over a scaled cell, rounding once around the time loop as the
-    library's layers do."""
-
-
-def scaled_rnn_layer(cell, method, units, stochastic=False, init="keras", input_dim=None, *, name, seed,
-                     return_sequences, **kwargs):
-    """:func:`common.rnn_layer`'s signature: the method's preset quantizers on a scaled cell."""
-    if init != "keras" or kwargs:
-        raise SystemExit(f"scaled layers take no init {init!r} or arguments {sorted(kwargs)}")
-    preset = common.rnn_layer(cell, method, units, stochastic)
-    quantizers = {k: getattr(preset, k) for k in ("kernel_quantizer", "recurrent_quantizer", "bias_quantizer")}
-    cell_cls = ColumnScaledGRUCell if cell == "gru" else ColumnScaledLSTMCell
-    extra = {"reset_after": True} if cell == "gru" else {}
-    rnn_cell = cell_cls(units, seed=seed, implementation=2, name=f"{cell}_cell", **extra, **quantizers)
-    return ScaledRNN(rnn_cell, return_sequences=return_sequences, name=name)
-
-
 def scale_summary(model) -> dict:
     """Quantiles of each learned scale vector."""
-    cell = model.get_layer("rnn").cell
     q = (0.0, 0.1, 0.5, 0.9, 1.0)
     return {w: dict(zip(("min", "p10", "median", "p90", "max"),
-                        np.quantile(keras.ops.convert_to_numpy(getattr(cell, f"{w}_scale")), q).round(4).tolist()))
-            for w in SCALED}
+                        np.quantile(keras.ops.convert_to_numpy(v), q).round(4).tolist()))
+            for w, v in model.get_layer("rnn").channel_scales().items()}
 
 
 out = json.loads(OUT.read_text()) if OUT.exists() else {"variants": {}}
@@ -112,10 +68,8 @@ for variant, (method, schedule) in [(v, plan[v]) for v in args.variants if v not
     s = {"cell": args.cell, "method": method, "units": args.units, "embedding": 32, "epochs": args.epochs,
          "lr": 2e-3, "lr_schedule": schedule, "seed": args.seed, "patience": 2,
          "steps_per_epoch": args.steps_per_epoch, "max_eval_chars": args.max_eval_chars,
-         "rnn_layer": scaled_rnn_layer}
+         "channel_scale": True}
     result, model = common.train_ptb(s, common.default_data_dir(), Path(args.scratch) / name / variant, verbose=2)
-    result["settings"].pop("rnn_layer")
-    result["settings"]["scale"] = "learned, per column of kernel and recurrent kernel"
     keys = ("validation_bpc", "test_bpc", "best_epoch", "epochs_run", "train_seconds", "settings", "history",
             "weights", "num_params")
     if OUT.exists():  # another process may have added variants meanwhile

@@ -27,6 +27,9 @@ class WeightInfo:
     scale: float | None  # the exact int8 scale (None: the converter's plain int8)
     levels: np.ndarray | None = None
     gates: int = 1  # gate matrices side by side along the last axis (LSTM 4, GRU 3)
+    # float32 per-column scales s (``channel_scale=True``): ``value`` is ``levels * s`` by
+    # column, and the int8 scale of column j is ``|s_j| * scale``.
+    channel_scale: np.ndarray | None = None
 
     @property
     def key(self) -> str:

@@ -48,6 +48,7 @@ def weights(plan, tensors: list[dict]) -> dict[str, dict]:
         holders = [r for r in tensors if r["weight"] == w.key]
         out[w.key] = {
             "method": w.method, "encoding": w.encoding, "scale": w.scale,
+            "channel_scale": w.channel_scale is not None,
             "levels": None if w.levels is None else [float(v) for v in w.levels],
             "tensors": [r["index"] for r in holders],
             "exact": (all(bool(r["exact"]) for r in holders) if holders else None),

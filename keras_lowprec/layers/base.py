@@ -11,6 +11,13 @@ each weight is rounded once per layer call, never once per time step.
 Scales: a weight's quantizer is told the Glorot bound of one gate matrix,
 ``G_in = sqrt(6 / (input_dim + units))`` for ``kernel`` and ``bias`` and
 ``G_rec = sqrt(6 / (2 * units))`` for ``recurrent_kernel``.
+
+Channel scales (``channel_scale=True``): each output column ``j`` of a rounded kernel and
+recurrent kernel (one gate unit) is multiplied by a trainable float ``s_j``, initialized to 1,
+after the rounding: ``W_eff[:, j] = s_j * Q(W)[:, j]``. The weights keep the quantizer's levels
+(and clip range, and straight-through gradient); each gate unit chooses its own range. At
+inference ``s_j`` is one float per output, applied once per output (an int8 kernel's
+per-channel scale), never per weight. Biases are not scaled.
 """
 
 from __future__ import annotations
@@ -29,6 +36,14 @@ _SLOTS = {
     "recurrent_kernel": ("recurrent_quantizer", "recurrent_constraint", "recurrent"),
     "bias": ("bias_quantizer", "bias_constraint", "input"),
 }
+# Weights that take a per-column scale with ``channel_scale=True`` (biases do not).
+SCALABLE = ("kernel", "recurrent_kernel")
+
+
+def scale_name(weight: str) -> str:
+    """Name of the channel-scale variable of a weight slot (``kernel`` -> ``kernel_channel_scale``;
+    not ``kernel_scale``, which Keras's own int8 ``Dense`` uses)."""
+    return f"{weight}_channel_scale"
 
 
 class QuantizedWeightsMixin:
@@ -41,7 +56,11 @@ class QuantizedWeightsMixin:
 
     _weight_names: tuple[str, ...] = ("kernel", "recurrent_kernel", "bias")
 
-    def _init_quantization(self, quantizer_args: dict[str, Any], constraint_args: dict[str, Any]) -> None:
+    def _init_quantization(self, quantizer_args: dict[str, Any], constraint_args: dict[str, Any],
+                           channel_scale: bool = False) -> None:
+        if not isinstance(channel_scale, bool):
+            raise TypeError(f"{type(self).__name__} `channel_scale`: expected True or False, got {channel_scale!r}.")
+        self.channel_scale = channel_scale
         self._bound = False
         self._constraint_specs = {}
         for name in self._weight_names:
@@ -58,6 +77,13 @@ class QuantizedWeightsMixin:
                 setattr(self, c_arg, keras.constraints.get(spec))
             else:
                 setattr(self, c_arg, None)
+        if channel_scale and not any(getattr(self, _SLOTS[n][0]) is not None for n in self._scalable()):
+            raise ValueError(
+                f"{type(self).__name__} `channel_scale=True` scales rounded kernels, but no kernel of this layer "
+                f"has a quantizer ({', '.join(_SLOTS[n][0] for n in self._scalable())} are None).")
+
+    def _scalable(self) -> tuple[str, ...]:
+        return tuple(n for n in SCALABLE if n in self._weight_names)
 
     # -- scales and constraints ----------------------------------------------------
     def glorot_bounds(self, input_dim: int) -> dict[str, float]:
@@ -82,6 +108,22 @@ class QuantizedWeightsMixin:
             if isinstance(spec, str) and spec == constraints_lib.AUTO:
                 quantizer = getattr(self, q_arg)
                 setattr(self, c_arg, constraints_lib.resolve(spec, quantizer, self._glorot_bounds[name]))
+
+    def _build_channel_scales(self) -> None:
+        """After the Keras ``build``: one trainable scale per output column of each rounded kernel."""
+        self._channel_scales = {}
+        if not self.channel_scale:
+            return
+        for name in self._scalable():
+            variable = self._master(name)
+            if variable is None or self.quantizer_for(name) is None:
+                continue
+            self._channel_scales[name] = self.add_weight(
+                shape=(int(variable.shape[-1]),), initializer="ones", name=scale_name(name), trainable=True)
+
+    def channel_scales(self) -> dict[str, keras.Variable]:
+        """The per-column scale variables, by weight slot (empty without ``channel_scale``)."""
+        return dict(getattr(self, "_channel_scales", {}))
 
     def _clip_initial_weights(self) -> None:
         """Applies each weight's constraint to its initial value (e.g. LSTM's forget bias)."""
@@ -109,13 +151,15 @@ class QuantizedWeightsMixin:
     def glorot_bound_for(self, name: str) -> float:
         return self._glorot_bounds[name]
 
-    def quantized_weights(self, training: bool = False) -> dict[str, Any]:
+    def quantized_weights(self, training: bool = False, apply_channel_scale: bool = True) -> dict[str, Any]:
         """``{name: Q(W)}`` for every weight; unquantized weights pass through as is.
 
         With ``training=False`` the result is the deterministic rounding that
-        inference and export use.
+        inference and export use. With channel scales, ``s * Q(W)`` (column-wise) unless
+        ``apply_channel_scale=False``, which gives the rounded levels alone.
         """
         out = {}
+        scales = self.channel_scales() if apply_channel_scale else {}
         for name, variable in self.master_weights().items():
             quantizer = self.quantizer_for(name)
             if quantizer is None:
@@ -127,6 +171,8 @@ class QuantizedWeightsMixin:
                     glorot_bound=self._glorot_bounds[name],
                     seed=self.seed_generator,
                 )
+                if name in scales:
+                    out[name] = out[name] * scales[name]
         return out
 
     @contextlib.contextmanager
@@ -153,8 +199,8 @@ class QuantizedWeightsMixin:
 
     # -- config --------------------------------------------------------------------
     def quantizer_config(self) -> dict[str, Any]:
-        """Quantizer and constraint arguments as given, serialized."""
-        config = {}
+        """Quantizer, constraint and ``channel_scale`` arguments as given, serialized."""
+        config = {"channel_scale": self.channel_scale}
         for name in self._weight_names:
             q_arg, c_arg, _ = _SLOTS[name]
             config[q_arg] = quantizers_lib.serialize(getattr(self, q_arg))

@@ -16,6 +16,8 @@ class QuantDense(QuantizedWeightsMixin, keras.layers.Dense):
     ``bias_quantizer`` (instance, alias or ``None``) and ``seed`` for stochastic
     rounding. Both scales use the Glorot bound ``sqrt(6 / (input_dim + units))``.
     Constraints default to ``"auto"`` (clip master weights to the quantizer's range).
+    ``channel_scale=True``: a trainable float scale per output unit on the rounded kernel
+    (``layers.base``).
     """
 
     _weight_names = ("kernel", "bias")
@@ -35,6 +37,7 @@ class QuantDense(QuantizedWeightsMixin, keras.layers.Dense):
         kernel_quantizer=None,
         bias_quantizer=None,
         seed=None,
+        channel_scale=False,
         **kwargs,
     ):
         super().__init__(
@@ -51,6 +54,7 @@ class QuantDense(QuantizedWeightsMixin, keras.layers.Dense):
         self._init_quantization(
             {"kernel_quantizer": kernel_quantizer, "bias_quantizer": bias_quantizer},
             {"kernel_constraint": kernel_constraint, "bias_constraint": bias_constraint},
+            channel_scale,
         )
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -58,6 +62,7 @@ class QuantDense(QuantizedWeightsMixin, keras.layers.Dense):
     def build(self, input_shape):
         self._prepare_quantization(input_shape[-1])
         super().build(input_shape)
+        self._build_channel_scales()
         self._clip_initial_weights()
 
     def call(self, inputs, training=None):
@@ -74,6 +79,15 @@ class QuantDense(QuantizedWeightsMixin, keras.layers.Dense):
             "QuantDense: Keras post-training quantization (`layer.quantize`) does not apply; "
             "the layer already trains with rounded weights. Export with keras_lowprec.export."
         )
+
+    # Keras's Dense saves a fixed list of variables (kernel, bias, its int8 scales); the
+    # Layer default saves every variable in order, channel scales included. Files written
+    # before channel scales (kernel, bias) load unchanged.
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
 
     def get_config(self):
         return {**super().get_config(), **self.quantizer_config(), "seed": self.seed}

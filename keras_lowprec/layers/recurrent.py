@@ -16,6 +16,10 @@ every step, which for stochastic quantizers draws new noise at every step.
 
 Constraints default to ``"auto"``: master weights are clipped to the quantizer's
 range after every update (and at initialization). Pass ``None`` to turn it off.
+
+``channel_scale=True`` adds a trainable float scale per output column (gate unit) of the
+rounded kernel and recurrent kernel: ``Q(W)`` becomes ``Q(W) * s`` (see ``layers.base``).
+It closes most of the gap to float on character-level PTB (``results/findings.md``, item 15).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class _QuantCellMixin(QuantizedWeightsMixin):
         kernel_constraint="auto",
         recurrent_constraint="auto",
         bias_constraint="auto",
+        channel_scale=False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -57,11 +62,13 @@ class _QuantCellMixin(QuantizedWeightsMixin):
                 "recurrent_constraint": recurrent_constraint,
                 "bias_constraint": bias_constraint,
             },
+            channel_scale,
         )
 
     def build(self, input_shape):
         self._prepare_quantization(input_shape[-1])
         super().build(input_shape)
+        self._build_channel_scales()
         self._clip_initial_weights()
 
     def call(self, inputs, states, training=False):
@@ -106,9 +113,18 @@ class _QuantRNNMixin:
     def bias_quantizer(self):
         return self.cell.bias_quantizer
 
-    def quantized_weights(self, training: bool = False) -> dict[str, Any]:
-        """The cell's ``{name: Q(W)}`` (deterministic when ``training=False``)."""
-        return self.cell.quantized_weights(training)
+    @property
+    def channel_scale(self) -> bool:
+        return self.cell.channel_scale
+
+    def channel_scales(self) -> dict[str, Any]:
+        """The cell's per-column scale variables (empty without ``channel_scale``)."""
+        return self.cell.channel_scales()
+
+    def quantized_weights(self, training: bool = False, apply_channel_scale: bool = True) -> dict[str, Any]:
+        """The cell's ``{name: Q(W)}`` (deterministic when ``training=False``; with channel
+        scales ``s * Q(W)`` unless ``apply_channel_scale=False``)."""
+        return self.cell.quantized_weights(training, apply_channel_scale)
 
     def get_config(self):
         return {**super().get_config(), **self.cell.quantizer_config()}
@@ -140,7 +156,7 @@ def _cell_common(kwargs: dict, name: str) -> dict:
 class QuantSimpleRNN(_QuantRNNMixin, keras.layers.SimpleRNN):
     """``keras.layers.SimpleRNN`` whose weights are rounded by the given quantizers.
 
-    Arguments are those of ``keras.layers.SimpleRNN`` plus the three quantizers
+    Arguments are those of ``keras.layers.SimpleRNN`` plus the three quantizers and ``channel_scale``
     (instance, alias such as ``"ternary"``, or ``None`` for full precision).
     Constraints default to ``"auto"`` (clip to the quantizer's range).
     """
@@ -171,6 +187,7 @@ class QuantSimpleRNN(_QuantRNNMixin, keras.layers.SimpleRNN):
         kernel_quantizer=None,
         recurrent_quantizer=None,
         bias_quantizer=None,
+        channel_scale=False,
         **kwargs,
     ):
         cell = QuantSimpleRNNCell(
@@ -192,6 +209,7 @@ class QuantSimpleRNN(_QuantRNNMixin, keras.layers.SimpleRNN):
             kernel_quantizer=kernel_quantizer,
             recurrent_quantizer=recurrent_quantizer,
             bias_quantizer=bias_quantizer,
+            channel_scale=channel_scale,
             **_cell_common(kwargs, "simple_rnn_cell"),
         )
         keras.layers.RNN.__init__(
@@ -212,7 +230,7 @@ class QuantGRU(_QuantRNNMixin, keras.layers.GRU):
     """``keras.layers.GRU`` whose weights are rounded by the given quantizers.
 
     Arguments are those of ``keras.layers.GRU`` (``reset_after=True`` by default)
-    plus the three quantizers. GRU's recurrent bias uses the input kernel's scale.
+    plus the three quantizers and ``channel_scale``. GRU's recurrent bias uses the input kernel's scale.
     """
 
     def __init__(
@@ -244,6 +262,7 @@ class QuantGRU(_QuantRNNMixin, keras.layers.GRU):
         kernel_quantizer=None,
         recurrent_quantizer=None,
         bias_quantizer=None,
+        channel_scale=False,
         **kwargs,
     ):
         cell = QuantGRUCell(
@@ -268,6 +287,7 @@ class QuantGRU(_QuantRNNMixin, keras.layers.GRU):
             kernel_quantizer=kernel_quantizer,
             recurrent_quantizer=recurrent_quantizer,
             bias_quantizer=bias_quantizer,
+            channel_scale=channel_scale,
             **_cell_common(kwargs, "gru_cell"),
         )
         keras.layers.RNN.__init__(
@@ -288,7 +308,7 @@ class QuantGRU(_QuantRNNMixin, keras.layers.GRU):
 class QuantLSTM(_QuantRNNMixin, keras.layers.LSTM):
     """``keras.layers.LSTM`` whose weights are rounded by the given quantizers.
 
-    Arguments are those of ``keras.layers.LSTM`` plus the three quantizers. With
+    Arguments are those of ``keras.layers.LSTM`` plus the three quantizers and ``channel_scale``. With
     ``unit_forget_bias=True`` the forget-gate bias of 1 is clipped to the bias
     quantizer's range at initialization (constraint ``"auto"``).
     """
@@ -322,6 +342,7 @@ class QuantLSTM(_QuantRNNMixin, keras.layers.LSTM):
         kernel_quantizer=None,
         recurrent_quantizer=None,
         bias_quantizer=None,
+        channel_scale=False,
         **kwargs,
     ):
         cell = QuantLSTMCell(
@@ -346,6 +367,7 @@ class QuantLSTM(_QuantRNNMixin, keras.layers.LSTM):
             kernel_quantizer=kernel_quantizer,
             recurrent_quantizer=recurrent_quantizer,
             bias_quantizer=bias_quantizer,
+            channel_scale=channel_scale,
             **_cell_common(kwargs, "lstm_cell"),
         )
         keras.layers.RNN.__init__(

@@ -35,6 +35,10 @@ def matrix(info, gates: int, ternary_packing: str) -> M.Matrix:
     as trits. Power-of-two levels (exponential, ``encoding == "shift"``): signed powers
     2^0 .. 2^6 times the smallest magnitude (4-bit shift codes). Other exact levels (integer
     multiples of a step): int8 codes. Float weights: int8, symmetric, one scale per gate."""
+    if info.channel_scale is not None:
+        raise UnsupportedLayerError(
+            f"layer '{info.layer}' weight '{info.name}' has channel scales (channel_scale=True); the C runtime "
+            "requantizes with one scale per gate matrix. Export it with to_tflite (per-channel FULLY_CONNECTED).")
     v = np.asarray(info.value, np.float64)
     if info.levels is not None:
         levels = np.asarray(info.levels, np.float64)

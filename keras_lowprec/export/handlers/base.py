@@ -84,7 +84,9 @@ def rounded_weights(obj, layer_name: str, gates: int = 1) -> list:
     from keras_lowprec.export.plan import WeightInfo
 
     out = []
-    rounded = obj.quantized_weights(training=False) if hasattr(obj, "quantized_weights") else None
+    quantized = hasattr(obj, "quantized_weights")
+    rounded = obj.quantized_weights(training=False, apply_channel_scale=False) if quantized else None
+    scales = obj.channel_scales() if quantized else {}
     for name in ("kernel", "recurrent_kernel", "bias"):
         var = getattr(obj, name, None)
         if var is None:
@@ -102,9 +104,23 @@ def rounded_weights(obj, layer_name: str, gates: int = 1) -> list:
                               "or inf. Retrain or restore a finite checkpoint.")
         enc = encodings.encoding_for(quantizer, bound, where)
         encodings.check_levels(value, enc, where)
+        column_scale = _column_scale(scales.get(name), where)
+        if column_scale is not None:
+            value = value * column_scale  # float32, as the layer computes it
         out.append(WeightInfo(layer_name, name, value, None if quantizer is None else quantizer.method,
-                              enc.name, enc.scale, enc.levels, gates))
+                              enc.name, enc.scale, enc.levels, gates, column_scale))
     return out
+
+
+def _column_scale(variable, where: str) -> np.ndarray | None:
+    """The float32 channel scales of a weight (None without them); finite, or an error."""
+    if variable is None:
+        return None
+    s = np.asarray(variable.numpy(), dtype=np.float32)
+    if not np.all(np.isfinite(s)):
+        raise ExportError(f"{where}: the channel scales have non-finite values (NaN or inf). Retrain or restore "
+                          "a finite checkpoint.")
+    return s
 
 
 def refuse(layer, what: str) -> UnsupportedLayerError:

@@ -7,7 +7,9 @@ pow2-ternary/exponential ones ``q = ±2^j`` and the power-of-two scale ``2^(max_
 are re-expressed in the new accumulator scale ``input_scale * weight_scale``.
 
 Weights are described by objects with the attributes of ``graph.WeightInfo`` (``layer``,
-``name``, ``value``, ``method``, ``encoding``, ``scale``, ``levels``, ``gates``, ``key``).
+``name``, ``value``, ``method``, ``encoding``, ``scale``, ``levels``, ``gates``, ``channel_scale``,
+``key``). A weight with channel scales ``s`` (``value = s * levels`` by column) keeps the
+level codes and gets one scale per output channel, ``|s_j| * scale`` (sign in the codes).
 """
 
 from __future__ import annotations
@@ -71,36 +73,44 @@ def int32_biases(model: TFLiteModel) -> dict[int, np.ndarray]:
     return out
 
 
+def _column_slices(w):
+    """The column ranges a weight can appear as in the graph: whole, or one gate."""
+    n = w.value.shape[-1]
+    yield slice(0, n)
+    if w.gates > 1:
+        u = n // w.gates
+        for g in range(w.gates):
+            yield slice(g * u, (g + 1) * u)
+
+
 def _pieces(w):
-    """The arrays a weight can appear as in the graph: whole, or one gate (and one bias row)."""
+    """``(array, channel scales or None)`` a weight can appear as in the graph: whole, or
+    one gate (and one bias row)."""
     v = w.value
     rows = [v] if not (v.ndim == 2 and w.name == "bias") else list(v)  # GRU bias: (input, recurrent)
     for row in rows:
-        yield row
-        if w.gates > 1:
-            u = row.shape[-1] // w.gates
-            for g in range(w.gates):
-                yield row[..., g * u:(g + 1) * u]
+        for cols in _column_slices(w):
+            yield row[..., cols], None if w.channel_scale is None else w.channel_scale[cols]
 
 
 def _candidates(weights, shape: tuple[int, ...], as_fc_weight: bool):
-    """(weight, layout array) pairs whose layout has ``shape``."""
+    """``(weight, layout array, channel scales of its rows or None)`` whose layout has ``shape``."""
     size = int(np.prod(shape)) if shape else 1
     for w in weights:
-        for piece in _pieces(w):
+        for piece, column_scale in _pieces(w):
             if as_fc_weight:
                 if piece.ndim == 2 and piece.T.shape == tuple(shape):
-                    yield w, np.ascontiguousarray(piece.T)
-            elif piece.ndim == 1 and piece.size == size:
-                yield w, piece.reshape(shape)
+                    yield w, np.ascontiguousarray(piece.T), column_scale
+            elif piece.ndim == 1 and piece.size == size and column_scale is None:
+                yield w, piece.reshape(shape), None
 
 
 def _match(weights, tensor: Tensor, deq: np.ndarray, as_fc_weight: bool):
-    """``(weight, layout, max abs error)`` of the weight piece closest to the dequantized
+    """``(weight, layout, max abs error, channel scales)`` of the weight piece closest to the dequantized
     tensor ``deq`` within half a quantization step everywhere; None if there is none."""
     scale, axis = tensor.scales, tensor.axis
     best = None
-    for w, layout in _candidates(weights, tuple(deq.shape), as_fc_weight):
+    for w, layout, column_scale in _candidates(weights, tuple(deq.shape), as_fc_weight):
         if scale.size > 1:
             shape = [1] * deq.ndim
             shape[axis] = -1
@@ -111,7 +121,7 @@ def _match(weights, tensor: Tensor, deq: np.ndarray, as_fc_weight: bool):
         if np.all(err <= tol):
             e = float(err.max()) if err.size else 0.0
             if best is None or e < best[2]:
-                best = (w, layout, e)
+                best = (w, layout, e, column_scale)
     return best
 
 
@@ -138,18 +148,30 @@ def unshare_buffers(model: TFLiteModel) -> int:
     return copied
 
 
-def _exact_codes(w, layout: np.ndarray) -> np.ndarray:
-    """int8 codes ``c`` with ``c * w.scale == layout`` in float32; ``ExactnessError`` if none."""
-    s = np.float32(w.scale)
+def channel_scales(w, column_scale: np.ndarray) -> np.ndarray:
+    """float32 int8 scales of a channel-scaled weight's output channels: ``|s_j| * w.scale``
+    (``w.scale`` where ``s_j = 0``, whose codes are all 0). The codes carry the sign of
+    ``s_j``; they are the level codes, so ``code * scale`` equals ``s_j * level`` exactly
+    when the encoding's codes are powers of two (binary, ternary, shift)."""
+    magnitude = np.abs(column_scale.astype(np.float32)) * np.float32(w.scale)
+    if np.any((column_scale != 0) & (magnitude < np.finfo(np.float32).tiny)):
+        raise ExactnessError(f"layer '{w.layer}' weight '{w.name}': a channel scale is so small that its int8 "
+                             "scale underflows float32; retrain, or set such scales to 0.")
+    return np.where(column_scale == 0, np.float32(w.scale), magnitude).astype(np.float32)
+
+
+def _exact_codes(w, layout: np.ndarray, scale: np.ndarray | np.float32) -> np.ndarray:
+    """int8 codes ``c`` with ``c * scale == layout`` in float32 (``scale``: one, or one per
+    row of ``layout``); ``ExactnessError`` if none."""
+    s = np.float32(scale) if np.ndim(scale) == 0 else np.asarray(scale, np.float32)[:, None]
     codes = layout / s
     if not (np.all(codes == np.round(codes)) and np.all(np.abs(codes) <= 127)):
         raise ExactnessError(
-            f"layer '{w.layer}' weight '{w.name}': its levels are not integer multiples of "
-            f"{float(s)!r} within ±127, so int8 cannot hold them exactly."
+            f"layer '{w.layer}' weight '{w.name}': its levels are not integer multiples of its int8 "
+            "scale within ±127, so int8 cannot hold them exactly."
         )
     codes = codes.astype(np.int8)
-    back = codes.astype(np.float32) * s
-    if not np.array_equal(back, layout):
+    if not np.array_equal(codes.astype(np.float32) * s, layout):
         raise ExactnessError(f"layer '{w.layer}' weight '{w.name}': code * scale != rounded weight in float32.")
     return codes
 
@@ -165,18 +187,28 @@ def _encode_tensor(tensor: Tensor, weights, uses: list[tuple[Operator, int]]) ->
         # Not one of the model's weights: a constant of the cell math (e.g. the 1 of
         # GRU's 1 - z) or one the converter derived; plain int8 as converted.
         return TensorRecord(tensor.index, tensor.name, list(q.shape), used_by, None, "int8-constant")
-    w, layout, err = match
+    w, layout, err, column_scale = match
     scale, axis = tensor.scales, tensor.axis
     if w.scale is None:  # full-precision weight: the converter's plain int8
         return TensorRecord(tensor.index, tensor.name, list(q.shape), used_by, w.key, "int8",
                             [float(s) for s in np.unique(scale)], False, err)
-    codes = _exact_codes(w, layout)
+    if column_scale is None:
+        # One scale per channel as before (per-channel ops expect as many), all equal.
+        new_scales = np.full(max(1, scale.size), np.float32(w.scale), np.float32)
+        codes = _exact_codes(w, layout, new_scales[0])
+    else:
+        new_scales = channel_scales(w, column_scale)
+        if scale.size != len(new_scales) or axis != 0:
+            raise ExactnessError(
+                f"layer '{w.layer}' weight '{w.name}': it has channel scales, but {used_by} holds it with "
+                f"{scale.size} scale(s) on axis {axis}, not one per output channel; such a model needs an op "
+                "with per-channel weight scales (FULLY_CONNECTED of the step graph).")
+        codes = _exact_codes(w, layout, new_scales)
     tensor.array = codes
-    # One scale per channel as before (per-channel ops expect as many), all equal.
-    n = max(1, scale.size)
-    tensor.set_quantization([float(np.float32(w.scale))] * n, [0] * n, axis)
+    tensor.set_quantization([float(v) for v in new_scales], [0] * len(new_scales), axis)
     return TensorRecord(tensor.index, tensor.name, list(q.shape), used_by, w.key, w.encoding,
-                        [float(np.float32(w.scale))], True, 0.0, sorted({int(c) for c in np.unique(codes)}))
+                        sorted({float(v) for v in new_scales}), True, 0.0,
+                        sorted({int(c) for c in np.unique(codes)}))
 
 
 def encode_weights(model: TFLiteModel, weights, optional: tuple[str, ...] = ()) -> list[TensorRecord]:
@@ -214,7 +246,7 @@ def _bias_weight(weights, deq: np.ndarray, n: int):
     for w in weights:
         if w.name != "bias":
             continue
-        for row in _pieces(w):
+        for row, _ in _pieces(w):
             if row.size == n:
                 e = float(np.max(np.abs(deq - row.astype(np.float64))))
                 if best is None or e < best[1]:
