@@ -68,6 +68,8 @@ RECIPES = {(name, cell): common.recipe(data, cell)
            for cell in common.CELLS if common.recipe(data, cell)[0]}
 RECIPE_TEXT = {
     "cos": "cosine learning-rate decay to 0 over the run",
+    "cs-cos": "learned float scale per gate unit on the rounded kernels (channel_scale=True) and a cosine "
+              "learning-rate decay to 0 over the run",
     "ft": "fine-tuning: the float model of the same seed (speaker split: fold) is trained first with the budget's "
           "settings, then every method, float included, trains from its weights for the budget's epochs again "
           "at the recipe's rate",
@@ -622,12 +624,25 @@ def main(argv=None):
     parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity")
     parser.add_argument("--no-tables-every-run", dest="tables_every_run", action="store_false",
                         help="write tables and figures only at the end (default: also after every run)")
+    parser.add_argument("--candidate-recipes", action="store_true",
+                        help="run the matrix with common.CANDIDATE_RECIPES in place of the recipes of their "
+                             "(data set, cell); the runs get the candidate's tag, the tables (not written) keep "
+                             "showing the current recipes until the candidates replace them")
     args = parser.parse_args(argv)
     args.argv = argv
     check_only(args.only)
+    if args.candidate_recipes:
+        if args.tables_only:
+            raise SystemExit("--candidate-recipes runs the matrix; it does not go with --tables-only")
+        RECIPES.update({(name, cell): common.CANDIDATE_RECIPES[(data, cell)]
+                        for name, data in (("fsdd_conventional", "fsdd"), ("fsdd_speaker", "fsdd"), ("ptb", "ptb"))
+                        for cell in common.CELLS if (data, cell) in common.CANDIDATE_RECIPES})
+        args.tables_every_run = False
     runner = Runner(args)
     if not args.tables_only:
         runner.main()
+    if args.candidate_recipes:
+        return
     write_tables(Path(args.results), runner.command)
     print(f"wrote {Path(args.results) / 'paper_tables.md'}", flush=True)
 

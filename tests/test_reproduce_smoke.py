@@ -183,6 +183,18 @@ def test_recipe_tag_names_runs_and_keeps_superseded_runs_out_of_tables(tmp_path,
     assert table == {("simplernn", "float", False): [new]}
 
 
+def test_candidate_recipes_run_under_their_own_tag_and_leave_the_tables_alone(tmp_path):
+    """``--candidate-recipes``: PTB runs with learned channel scales and the decay, tagged
+    ``cs-cos``; the tables (current recipes) are not rewritten."""
+    out = _run(tmp_path, "--candidate-recipes", "--only", "ptb", "gru", "ternary", "deterministic")
+    runs = tmp_path / "results" / "runs"
+    (path,) = runs.glob("*.json")
+    assert path.name == "ptb_gru_ternary_det_smoke_cs-cos.json", out
+    settings = json.loads(path.read_text())["settings"]
+    assert settings["channel_scale"] is True and settings["lr_schedule"] == "cosine"
+    assert not (tmp_path / "results" / "paper_tables.md").exists()
+
+
 def test_glorot_lr_scaling_scales_only_rounded_weights():
     """``lr_scale="glorot"``: the first Adam step moves a rounded weight by about lr/G
     (BinaryConnect's per-layer scaling) and a float weight by about lr."""
