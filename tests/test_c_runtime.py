@@ -66,6 +66,10 @@ MODELS = {
     "gru-reset-before-pow2": (lambda: _model(L.Pow2TernaryGRU(10, reset_after=False), L.BinaryDense(4)), {}),
     "simplernn-float-head": (lambda: _model(L.TernarySimpleRNN(10), keras.layers.Dense(4, activation="softmax"),
                                             before=(keras.layers.Dropout(0.2),)), {}),
+    # channel_scale=True: one multiplier per output column (scales drawn like the weights: some negative)
+    "lstm-channel-scale": (lambda: _model(L.TernaryLSTM(12, channel_scale=True),
+                                          L.ExponentialDense(4, channel_scale=True)), {"table_bytes": 512}),
+    "gru-exponential-channel-scale": (lambda: _model(L.ExponentialGRU(9, channel_scale=True)), {}),
     "gru-no-head": (lambda: keras.Sequential([keras.Input((T, F)), L.TernaryGRU(7, return_sequences=True)]), {}),
     "stacked-float-lstm-relu-dense": (
         lambda: keras.Sequential([keras.Input((T, F)), keras.layers.LSTM(8, return_sequences=True),
@@ -113,11 +117,17 @@ def _fit(model, x, epochs=8):
     return model
 
 
-@pytest.mark.parametrize("rnn", ["TernaryLSTM", "ExponentialGRU", "GRU-reset-before", "TernarySimpleRNN"])
+@pytest.mark.parametrize("rnn", ["TernaryLSTM", "ExponentialGRU", "GRU-reset-before", "TernarySimpleRNN",
+                                 "ExponentialLSTM-channel-scale"])
 def test_reference_follows_keras(rnn, tmp_path):
     """Gate order and formulas: the integer model's dequantized logits track Keras's."""
     keras.utils.set_random_seed(2)
-    layer = (L.TernaryGRU(16, reset_after=False) if rnn == "GRU-reset-before" else getattr(L, rnn)(16))
+    if rnn == "GRU-reset-before":
+        layer = L.TernaryGRU(16, reset_after=False)
+    elif rnn.endswith("-channel-scale"):
+        layer = getattr(L, rnn.removesuffix("-channel-scale"))(16, channel_scale=True)
+    else:
+        layer = getattr(L, rnn)(16)
     model = keras.Sequential([keras.Input((T, F)), layer, L.TernaryDense(4)])
     x = _data(256, seed=3)
     _fit(model, x)
@@ -154,7 +164,7 @@ def test_host_detects_a_wrong_reference(tmp_path):
 
 @pytest.mark.parametrize("target", ["cortex-m4", "cortex-m0"])
 @pytest.mark.parametrize("name", ["lstm-ternary-2bit", "gru-exponential", "lstm-ternary-trit5",
-                                  "gru-reset-before-pow2", "stacked-float-lstm-relu-dense"])
+                                  "gru-reset-before-pow2", "stacked-float-lstm-relu-dense", "lstm-channel-scale"])
 def test_qemu_bit_exact(name, target, tmp_path):
     _require(target)
     _, res = _export(name, tmp_path)

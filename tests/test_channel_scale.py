@@ -2,8 +2,9 @@
 
 Layers: the float twin's math on ``s * Q(W)``, Keras's layer harness, config and saving,
 the summary. Export: the rounded levels stay int8 codes and each output channel gets the
-int8 scale ``|s_j| * level scale`` (per-channel FULLY_CONNECTED), bit for bit; routes that
-hold one scale per matrix (the fused LSTM kernel, the C runtime) refuse such a layer.
+int8 scale ``|s_j| * level scale`` (per-channel FULLY_CONNECTED), bit for bit; the fused LSTM
+kernel (one scale per gate matrix) refuses such a layer; the C runtime takes one multiplier
+per output column.
 """
 
 from __future__ import annotations
@@ -200,17 +201,20 @@ def test_saved_model_loads_and_exports_exactly_in_another_process(saved, tmp_pat
                     f"{layer.name}/{name} gate {g} is not held exactly"
 
 
-def test_fused_lstm_and_c_runtime_refuse_channel_scales(saved, tmp_path):
+def test_fused_lstm_refuses_and_c_runtime_takes_one_multiplier_per_column(saved, tmp_path):
     from keras_lowprec.export import UnsupportedLayerError, to_tflite
-    from keras_lowprec.export.cruntime import to_c
+    from keras_lowprec.export.cruntime import build, to_c
 
     model = keras.saving.load_model(saved / "m.keras")
     x = np.load(saved / "x.npy")
     with pytest.raises(UnsupportedLayerError, match="channel_scale=True: the fused kernel takes one weight scale"):
         to_tflite(model, x, lstm_kernel="fused", verify=False)
-    with pytest.raises(UnsupportedLayerError, match="has channel scales .* the C runtime"):
-        to_c(model, x, str(tmp_path / "c"))
-    assert not (tmp_path / "c").exists()
+    res = to_c(model, x[:24], str(tmp_path / "c"), verify_data=x[24:], name="net")
+    assert [layer.mult_per_column for layer in res.model.layers] == [True, True, True]
+    assert len(res.model.layers[0].mult_x) == 4 * U
+    if not build.missing_tools("host"):
+        run = build.run(res.output_dir, "host")
+        assert run.passed and run.mismatches == 0, run.log
 
 
 def test_auto_route_takes_the_step_graph_and_says_why():

@@ -159,9 +159,12 @@ typedef struct {
   uint8_t* buf1;
 } scratch_t;
 
+/* Index of the multipliers of output column j of gate g: per column or per gate. */
+static uint32_t mi(const klp_layer* l, uint32_t g, uint32_t j) { return l->mult_per_column ? j : g; }
+
 /* (ax * mx + ah * mh + bias) >> shift for output column j of gate g. */
 static int32_t pre(const klp_layer* l, const scratch_t* s, uint32_t g, uint32_t j) {
-  return (s->ax[j] * l->mult_x[g] + s->ah[j] * l->mult_h[g] + l->bias[j]) >> l->shift[g];
+  return (s->ax[j] * l->mult_x[mi(l, g, j)] + s->ah[j] * l->mult_h[mi(l, g, j)] + l->bias[j]) >> l->shift[g];
 }
 
 static void simple_rnn(const klp_model* md, const klp_layer* l, const scratch_t* s, int8_t* h) {
@@ -195,8 +198,8 @@ static void gru(const klp_model* md, const klp_layer* l, const scratch_t* s, int
     const int32_t z = md->sigmoid[lut_index(pre(l, s, 0, j))];
     const int32_t r = md->sigmoid[lut_index(pre(l, s, 1, u + j))];
     const uint32_t k = 2 * u + j;
-    const int32_t px = (s->ax[k] * l->mult_x[2] + l->bias[k]) >> l->shift[2];
-    const int32_t ph = (s->ah[k] * l->mult_h[2] + l->bias_h[j]) >> l->shift[2];
+    const int32_t px = (s->ax[k] * l->mult_x[mi(l, 2, k)] + l->bias[k]) >> l->shift[2];
+    const int32_t ph = (s->ah[k] * l->mult_h[mi(l, 2, k)] + l->bias_h[j]) >> l->shift[2];
     const int32_t hh = md->tanh[lut_index(px + ((r * ph + 128) >> 8))];
     h[j] = gru_mix(z, h[j], hh);
   }
@@ -242,7 +245,7 @@ static void dense_layer(const klp_layer* l, const scratch_t* s, const int8_t* x,
   const int32_t lo = l->act == KLP_RELU ? l->out_zp : -128;
   matvec(&l->w, l->w.codes, l->w.cols, x, s->ax, s->table);
   for (uint32_t j = 0; j < l->w.cols; j++) {
-    y[j] = (int8_t)clamp32(((s->ax[j] * l->mult_x[0] + l->bias[j]) >> l->shift[0]) + l->out_zp, lo, 127);
+    y[j] = (int8_t)clamp32(((s->ax[j] * l->mult_x[mi(l, 0, j)] + l->bias[j]) >> l->shift[0]) + l->out_zp, lo, 127);
   }
 }
 

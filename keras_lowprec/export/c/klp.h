@@ -53,13 +53,15 @@ typedef struct {
 } klp_matrix;
 
 /* One layer. RNN: `w` (inputs x gates*units), `u` (units x gates*units), gate order as Keras
- * (LSTM i f c o, GRU z r h). Per gate g: mult_x[g], mult_h[g], shift[g]; per output column:
+ * (LSTM i f c o, GRU z r h). Per gate g: mult_x[g], mult_h[g] (per output column j instead,
+ * mult_x[j] and mult_h[j], when mult_per_column: layers with channel scales), shift[g]; per output column:
  * bias (input zero point, biases and the rounding half folded in). GRU reset_after: bias_h
  * holds the candidate's recurrent bias (units entries). Dense: w, mult_x[0], shift[0], bias,
  * out_zp. u_hgate: byte offset of the candidate columns in u.codes (GRU reset_after=False). */
 typedef struct {
   uint8_t type;
   uint8_t act;
+  uint8_t mult_per_column;
   uint16_t inputs;
   uint16_t units;
   klp_matrix w;

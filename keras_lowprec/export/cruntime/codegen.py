@@ -40,6 +40,7 @@ def _layer(name: str, k: int, layer: M.Layer) -> tuple[str, str]:
         arrays.append(c_array("int32_t", f"{p}_bias_h", layer.bias_h))
     u_hgate = 2 * layer.units * layer.u.stride if layer.type == "gru_reset_before" else 0
     init = (f"  {{.type = {_TYPE[layer.type]}, .act = {'KLP_RELU' if layer.act == 'relu' else 'KLP_LINEAR'}, "
+            f".mult_per_column = {int(layer.mult_per_column)}, "
             f".inputs = {layer.inputs}, .units = {layer.units},\n   .w = {iw},\n   .u = {iu},\n"
             f"   .bias = {p}_bias, .bias_h = {p + '_bias_h' if layer.bias_h is not None else 'NULL'}, "
             f".mult_x = {p}_mult_x, .mult_h = {p}_mult_h, .shift = {p}_shift,\n"

@@ -11,7 +11,9 @@ Fixed-point formats (shared with ``klp.c`` and ``reference.py``):
 * requantization of output column j of gate g:
   ``(ax[j] * mult_x[g] + ah[j] * mult_h[g] + bias[j]) >> shift[g]`` with int32 products; the
   input zero point (``- zp * colsum(W) * mult_x``), the real bias and the rounding half
-  ``2^(shift-1)`` are folded into ``bias``.
+  ``2^(shift-1)`` are folded into ``bias``. Layers with channel scales (``channel_scale=True``)
+  have one multiplier per output column instead (``mult_x[j]``, ``mult_h[j]``;
+  ``mult_per_column``): the scale ``s_j`` costs nothing beyond the multiply every output has.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ GATE_ACT = {"simple_rnn": "t", "lstm": "ssts", "gru": "sst", "gru_reset_before":
 @dataclass
 class Matrix:
     """Integer weight codes ``values`` (rows = inputs, cols = outputs), how they are packed,
-    and ``scales``: the real value of code 1 per gate (cols split in equal gate blocks)."""
+    and ``scales``: the real value of code 1 per output column (equal within a gate's block
+    of columns unless the layer has channel scales)."""
 
     values: np.ndarray
     packing: str
@@ -89,6 +92,7 @@ class Layer:
     mult_h: np.ndarray
     shift: np.ndarray
     bias_h: np.ndarray | None = None
+    mult_per_column: bool = False  # mult_x / mult_h hold one entry per output column, not per gate
     act: str = "linear"
     out_scale: float = H_SCALE
     out_zp: int = 0

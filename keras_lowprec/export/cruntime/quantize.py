@@ -29,49 +29,60 @@ def _act_name(fn) -> str:
 
 
 def matrix(info, gates: int, ternary_packing: str) -> M.Matrix:
-    """Integer codes and per-gate scales of one rounded weight (``plan.WeightInfo``).
+    """Integer codes and per-column scales of one rounded weight (``plan.WeightInfo``).
 
     Levels with one magnitude (ternary, binary, pow2-ternary): codes -1, 0, 1 times it, packed
     as trits. Power-of-two levels (exponential, ``encoding == "shift"``): signed powers
     2^0 .. 2^6 times the smallest magnitude (4-bit shift codes). Other exact levels (integer
-    multiples of a step): int8 codes. Float weights: int8, symmetric, one scale per gate."""
-    if info.channel_scale is not None:
-        raise UnsupportedLayerError(
-            f"layer '{info.layer}' weight '{info.name}' has channel scales (channel_scale=True); the C runtime "
-            "requantizes with one scale per gate matrix. Export it with to_tflite (per-channel FULLY_CONNECTED).")
+    multiples of a step): int8 codes. Channel scales ``s_j`` multiply column j's scale by
+    ``|s_j|`` (the sign goes into the codes). Float weights: int8, symmetric, one scale per gate."""
     v = np.asarray(info.value, np.float64)
     if info.levels is not None:
         levels = np.asarray(info.levels, np.float64)
         mags = np.unique(np.abs(levels[levels != 0]))
         unit = mags.min()
-        codes = np.rint(v / unit).astype(np.int64)
-        if not np.array_equal(codes * unit, v) or np.abs(codes).max(initial=0) > 127:
+        s = np.ones(v.shape[1]) if info.channel_scale is None else np.asarray(info.channel_scale, np.float64)
+        col = unit * np.where(s == 0, 1.0, np.abs(s))
+        codes = np.rint(v / col).astype(np.int64)
+        want = np.asarray(info.value, np.float32)
+        back = codes.astype(np.float32) * (np.float32(unit) * np.where(s == 0, 1, np.abs(s)).astype(np.float32))
+        if not np.array_equal(back, want) or np.abs(codes).max(initial=0) > 127:
             raise ExportError(f"layer '{info.layer}' weight '{info.name}': rounded values are not integer "
-                              f"multiples (at most 127) of {unit!r}.")
+                              f"multiples (at most 127) of {unit!r}" + (" times the channel scales."
+                                                                        if info.channel_scale is not None else "."))
         packing = ternary_packing if len(mags) == 1 else ("shift4" if info.encoding == "shift" else "int8")
-        return M.Matrix(codes, packing, np.full(gates, unit))
+        return M.Matrix(codes, packing, col)
     cols = v.shape[1] // gates
     scales = np.array([max(np.abs(v[:, g * cols:(g + 1) * cols]).max(), 1e-30) / 127.0 for g in range(gates)])
     codes = np.concatenate([np.rint(v[:, g * cols:(g + 1) * cols] / scales[g]) for g in range(gates)], 1)
-    return M.Matrix(np.clip(codes, -127, 127).astype(np.int64), "int8", scales)
+    return M.Matrix(np.clip(codes, -127, 127).astype(np.int64), "int8", np.repeat(scales, cols))
 
 
 def _gate_requant(w, u, g, units, in_scale, in_zp, frac, bx, bh=None):
-    """``(mult_x, mult_h, shift, bias_int, bias_h_int)`` of gate g (see model.py)."""
+    """``(mult_x, mult_h, shift, bias_int, bias_h_int)`` of gate g (see model.py): the
+    multipliers one per column of the gate, the shift one for the gate (its worst column)."""
     cols = slice(g * units, (g + 1) * units)
     wg, ug = w.values[:, cols], u.values[:, cols]
-    rx, rh = in_scale * w.scales[g] * 2.0**frac, M.H_SCALE * u.scales[g] * 2.0**frac
+    rx, rh = in_scale * w.scales[cols] * 2.0**frac, M.H_SCALE * u.scales[cols] * 2.0**frac
     colsum = wg.sum(0)
     bx = bx * 2.0**frac
     bh = None if bh is None else bh * 2.0**frac
-    s = M.fixed_point([(rx, 128 * np.abs(wg).sum(0).max()), (rh, 128 * np.abs(ug).sum(0).max()),
-                       (rx, abs(in_zp) * np.abs(colsum).max()), (1.0, np.abs(bx).max()),
+    s = M.fixed_point([(1.0, np.max(rx * 128 * np.abs(wg).sum(0))), (1.0, np.max(rh * 128 * np.abs(ug).sum(0))),
+                       (1.0, np.max(rx * abs(in_zp) * np.abs(colsum))), (1.0, np.abs(bx).max()),
                        (1.0, 0.0 if bh is None else np.abs(bh).max())])
-    mx, mh = int(round(rx * 2**s)), int(round(rh * 2**s))
+    mx, mh = np.round(rx * 2**s).astype(np.int64), np.round(rh * 2**s).astype(np.int64)
     half = 1 << (s - 1)
     bias = np.round(bx * 2.0**s).astype(np.int64) - in_zp * colsum * mx + half
     bias_h = None if bh is None else np.round(bh * 2.0**s).astype(np.int64) + half
     return mx, mh, s, bias, bias_h
+
+
+def _multipliers(per_gate: list[np.ndarray]) -> tuple[np.ndarray, bool]:
+    """The layer's multipliers: one per gate where every column of a gate has the same one
+    (no channel scales), else one per column; and whether they are per column."""
+    if all(np.all(m == m[0]) for m in per_gate):
+        return np.array([int(m[0]) for m in per_gate], np.int64), False
+    return np.concatenate(per_gate).astype(np.int64), True
 
 
 def rnn_layer(stage, infos, in_scale: float, in_zp: int, ternary_packing: str) -> M.Layer:
@@ -106,9 +117,11 @@ def rnn_layer(stage, infos, in_scale: float, in_zp: int, ternary_packing: str) -
         for k, v in zip(("mx", "mh", "s", "bias"), (mx, mh, s, bias)):
             out[k].append(v)
         bias_h = bh if candidate else bias_h
-    return M.Layer(layer.name, typ, w.rows, units, w, u, np.concatenate(out["bias"]),
-                   np.array(out["mx"], np.int64), np.array(out["mh"], np.int64), np.array(out["s"], np.int64),
-                   bias_h=bias_h)
+    (mult_x, x_cols), (mult_h, h_cols) = _multipliers(out["mx"]), _multipliers(out["mh"])
+    if x_cols != h_cols:  # one indexing for both: the per-gate ones repeated per column
+        mult_x, mult_h = np.concatenate(out["mx"]), np.concatenate(out["mh"])
+    return M.Layer(layer.name, typ, w.rows, units, w, u, np.concatenate(out["bias"]), mult_x, mult_h,
+                   np.array(out["s"], np.int64), bias_h=bias_h, mult_per_column=x_cols or h_cols)
 
 
 def calibrate(values: np.ndarray) -> tuple[float, int]:
@@ -123,18 +136,18 @@ def dense_layer(stage, infos, in_scale, in_zp, x_in: np.ndarray, act: str, terna
     w = matrix(infos["kernel"], 1, ternary_packing)
     b = np.asarray(infos["bias"].value, np.float64) if "bias" in infos else np.zeros(w.cols)
     colsum = w.values.sum(0)
-    real = in_scale * w.scales[0] * (x_in.astype(np.int64) @ w.values - in_zp * colsum) + b
+    real = in_scale * w.scales * (x_in.astype(np.int64) @ w.values - in_zp * colsum) + b
     if act == "relu":
         real = np.maximum(real, 0.0)
     out_scale, out_zp = calibrate(real)
-    r = in_scale * w.scales[0] / out_scale
+    r = in_scale * w.scales / out_scale
     bo = b / out_scale
-    s = M.fixed_point([(r, 128 * np.abs(w.values).sum(0).max()), (r, abs(in_zp) * np.abs(colsum).max()),
+    s = M.fixed_point([(1.0, np.max(r * 128 * np.abs(w.values).sum(0))), (1.0, np.max(r * abs(in_zp) * np.abs(colsum))),
                        (1.0, np.abs(bo).max()), (1.0, 128.0)])
-    m = int(round(r * 2**s))
-    bias = np.round(bo * 2.0**s).astype(np.int64) - in_zp * colsum * m + (1 << (s - 1))
-    return M.Layer(stage.name, "dense", w.rows, w.cols, w, None, bias, np.array([m]), np.array([0]),
-                   np.array([s]), act=act, out_scale=out_scale, out_zp=out_zp)
+    m, per_column = _multipliers([np.round(r * 2**s).astype(np.int64)])
+    bias = np.round(bo * 2.0**s).astype(np.int64) - in_zp * colsum * (m if per_column else m[0]) + (1 << (s - 1))
+    return M.Layer(stage.name, "dense", w.rows, w.cols, w, None, bias, m, np.array([0]),
+                   np.array([s]), act=act, out_scale=out_scale, out_zp=out_zp, mult_per_column=per_column)
 
 
 def _softmax_stage(stage) -> bool:

@@ -26,11 +26,16 @@ def _lut(table: np.ndarray, pre: np.ndarray) -> np.ndarray:
     return table.astype(np.int64)[np.clip(pre, -256, 255) + 256]
 
 
+def _mult(layer: Layer, mult: np.ndarray, g: int, cols: slice):
+    """The multiplier(s) of gate g's columns: one per column, or the gate's one."""
+    return mult[cols].astype(np.int64) if layer.mult_per_column else int(mult[g])
+
+
 def _pre(layer: Layer, ax: np.ndarray, ah: np.ndarray, g: int) -> np.ndarray:
     """``(ax * mult_x + ah * mult_h + bias) >> shift`` on gate g's columns."""
     cols = slice(g * layer.units, (g + 1) * layer.units)
-    px = _i32(ax[:, cols] * int(layer.mult_x[g]), "ax * mult_x")
-    ph = _i32(ah[:, cols] * int(layer.mult_h[g]), "ah * mult_h")
+    px = _i32(ax[:, cols] * _mult(layer, layer.mult_x, g, cols), "ax * mult_x")
+    ph = _i32(ah[:, cols] * _mult(layer, layer.mult_h, g, cols), "ah * mult_h")
     total = _i32(_i32(px + ph, "requant sum") + layer.bias[cols], "requant sum + bias")
     return total >> int(layer.shift[g])
 
@@ -60,8 +65,10 @@ def rnn_step(model: IntModel, layer: Layer, x: np.ndarray, h: np.ndarray, c: np.
     z, r = _lut(sig, _pre(layer, ax, ah, 0)), _lut(sig, _pre(layer, ax, ah, 1))
     cols = slice(2 * u, 3 * u)
     if layer.type == "gru":
-        px = _i32(ax[:, cols] * int(layer.mult_x[2]) + layer.bias[cols], "candidate x") >> int(layer.shift[2])
-        ph = _i32(ah[:, cols] * int(layer.mult_h[2]) + layer.bias_h, "candidate h") >> int(layer.shift[2])
+        px = _i32(ax[:, cols] * _mult(layer, layer.mult_x, 2, cols) + layer.bias[cols], "candidate x") >> int(
+            layer.shift[2])
+        ph = _i32(ah[:, cols] * _mult(layer, layer.mult_h, 2, cols) + layer.bias_h, "candidate h") >> int(
+            layer.shift[2])
         hh = _lut(tanh, px + ((r * ph + 128) >> 8))
     else:
         rh = np.clip((r * h + 128) >> 8, -128, 127)
@@ -73,7 +80,7 @@ def rnn_step(model: IntModel, layer: Layer, x: np.ndarray, h: np.ndarray, c: np.
 def dense(layer: Layer, x: np.ndarray) -> np.ndarray:
     """``clamp(((x W) * mult + bias) >> shift + zp)``, lower bound zp for ReLU."""
     acc = _matvec(x, layer.w.values)
-    y = (_i32(_i32(acc * int(layer.mult_x[0]), "dense product") + layer.bias, "dense sum")
+    y = (_i32(_i32(acc * _mult(layer, layer.mult_x, 0, slice(None)), "dense product") + layer.bias, "dense sum")
          >> int(layer.shift[0])) + layer.out_zp
     return np.clip(y, layer.out_zp if layer.act == "relu" else -128, 127)
 
