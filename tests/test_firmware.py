@@ -75,7 +75,10 @@ ROUTES = {
     "lstm-fused-sequence": (lambda: _chain(L.TernaryLSTM(U)), _data, {}, "fused-lstm"),
     "lstm-fused-stream": (lambda: _chain(L.TernaryLSTM(U)), _data, {"mode": "stream", "lstm_kernel": "fused"},
                           "fused-lstm"),
-    "lstm-stream": (lambda: _chain(L.TernaryLSTM(U)), _data, {"mode": "stream"}, "step"),
+    # Per-channel FULLY_CONNECTED weight scales (channel_scale=True: one per gate unit), shift
+    # codes; the plain ternary LSTM step graph in stream mode is masked-lstm-stream's.
+    "lstm-stream-channel-scale": (lambda: _chain(L.ExponentialLSTM(U, channel_scale=True)), _data,
+                                  {"mode": "stream"}, "step"),
     "lstm-unrolled-sequence": (lambda: _chain(L.TernaryLSTM(U)), _data, {"lstm_kernel": "unrolled"},
                                "unrolled-step"),
     "gru-sequence": (lambda: _chain(L.TernaryGRU(U)), _data, {}, "unrolled-step"),
@@ -87,16 +90,12 @@ ROUTES = {
     "normalization-stream": (
         lambda: _chain(L.TernaryGRU(U), before=[keras.layers.LayerNormalization()],
                        after=[keras.layers.BatchNormalization()]), _data, {"mode": "stream"}, "step"),
-    "gru-stream-compressed": (lambda: _chain(L.TernaryGRU(32)), _data, {"mode": "stream", "compress": "flash"},
-                              "step"),
+    # LUT compression with one value table per channel (channel scales); the per-tensor tables
+    # of plain layers are lstm-fused-compressed's and gru-sequence-compressed's.
+    "gru-stream-compressed-channel-scale": (lambda: _chain(L.TernaryGRU(64, channel_scale=True)), _data,
+                                            {"mode": "stream", "compress": "flash"}, "step"),
     "lstm-fused-compressed": (lambda: _chain(L.TernaryLSTM(32)), _data, {"compress": "flash"}, "fused-lstm"),
     "gru-sequence-compressed": (lambda: _chain(L.ExponentialGRU(32)), _data, {"compress": "flash"}, "unrolled-step"),
-    # Per-channel FULLY_CONNECTED weight scales (one per gate unit), as they are and
-    # LUT-compressed (one value table per channel).
-    "channel-scale-exponential-lstm-stream": (lambda: _chain(L.ExponentialLSTM(U, channel_scale=True)), _data,
-                                              {"mode": "stream"}, "step"),
-    "channel-scale-gru-stream-compressed": (lambda: _chain(L.TernaryGRU(64, channel_scale=True)), _data,
-                                            {"mode": "stream", "compress": "flash"}, "step"),
     "masked-lstm-stream": (
         lambda: _chain(L.TernaryLSTM(U), inp=keras.Input((None, F)), before=[keras.layers.Masking(0.0)]),
         _masked_data, {"mode": "stream"}, "step"),
