@@ -54,6 +54,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 DATASETS = ("fsdd_conventional", "fsdd_speaker", "ptb")
+# the examples' data set behind each protocol (common.recipe and CANDIDATE_RECIPES are keyed by it)
+DATA_OF = {"fsdd_conventional": "fsdd", "fsdd_speaker": "fsdd", "ptb": "ptb"}
 CELL_ORDER = ("gru", "lstm", "simplernn")
 ROUNDINGS = ("deterministic", "stochastic")
 FOLDS = tuple(range(6))
@@ -64,7 +66,7 @@ SEEDS = {"fsdd_conventional": (0, 1, 2)}
 # never mixed into a table. Speaker-independent runs get it too, on top of the preprocessing
 # and epoch count the protocol chose on its own validation speakers.
 RECIPES = {(name, cell): common.recipe(data, cell)
-           for name, data in (("fsdd_conventional", "fsdd"), ("fsdd_speaker", "fsdd"), ("ptb", "ptb"))
+           for name, data in DATA_OF.items()
            for cell in common.CELLS if common.recipe(data, cell)[0]}
 RECIPE_TEXT = {
     "cos": "cosine learning-rate decay to 0 over the run",
@@ -635,7 +637,7 @@ def main(argv=None):
         if args.tables_only:
             raise SystemExit("--candidate-recipes runs the matrix; it does not go with --tables-only")
         RECIPES.update({(name, cell): common.CANDIDATE_RECIPES[(data, cell)]
-                        for name, data in (("fsdd_conventional", "fsdd"), ("fsdd_speaker", "fsdd"), ("ptb", "ptb"))
+                        for name, data in DATA_OF.items()
                         for cell in common.CELLS if (data, cell) in common.CANDIDATE_RECIPES})
         args.tables_every_run = False
     runner = Runner(args)

@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
+from conftest import skip_or_fail
 
 from keras_lowprec import layers as L
 from keras_lowprec.export.cruntime import build, codegen, packing, reference, to_c
@@ -35,10 +36,7 @@ def _require(target: str) -> None:
     missing = build.missing_tools(target)
     if not missing:
         return
-    reason = f"{target} needs {', '.join(missing)} on PATH"
-    if os.environ.get("KERAS_LOWPREC_REQUIRE_FIRMWARE") == "1":
-        pytest.fail(f"firmware tests required but: {reason}")
-    pytest.skip(reason)
+    skip_or_fail(f"{target} needs {', '.join(missing)} on PATH")
 
 
 def _data(n=24, seed=0):

@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
+from conftest import skip_or_fail
 from absl.testing import parameterized
 from keras.src.testing import TestCase
 
@@ -212,9 +213,11 @@ def test_fused_lstm_refuses_and_c_runtime_takes_one_multiplier_per_column(saved,
     res = to_c(model, x[:24], str(tmp_path / "c"), verify_data=x[24:], name="net")
     assert [layer.mult_per_column for layer in res.model.layers] == [True, True, True]
     assert len(res.model.layers[0].mult_x) == 4 * U
-    if not build.missing_tools("host"):
-        run = build.run(res.output_dir, "host")
-        assert run.passed and run.mismatches == 0, run.log
+    missing = build.missing_tools("host")
+    if missing:
+        skip_or_fail(f"the host build needs {', '.join(missing)} on PATH")
+    run = build.run(res.output_dir, "host")
+    assert run.passed and run.mismatches == 0, run.log
 
 
 def test_auto_route_takes_the_step_graph_and_says_why():

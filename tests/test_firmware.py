@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
+from conftest import skip_or_fail
 
 pytest.importorskip("tflite_micro")
 
@@ -38,11 +39,8 @@ def _require(target: str) -> None:
         reason = f"{target} needs {', '.join(missing)}" if missing else None
     except firmware.FirmwareError as err:
         reason = str(err)
-    if reason is None:
-        return
-    if os.environ.get("KERAS_LOWPREC_REQUIRE_FIRMWARE") == "1":
-        pytest.fail(f"firmware tests required but: {reason}")
-    pytest.skip(reason)
+    if reason is not None:
+        skip_or_fail(reason)
 
 
 def _data(n=30, seed=0, t=T):

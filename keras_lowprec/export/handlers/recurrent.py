@@ -81,7 +81,7 @@ class RecurrentHandler(Handler):
             return (f"layer '{stage.name}' is a {stage.params['cell']}: the fused kernel is LSTM-only (one graph "
                     "does not mix it with per-step state tensors)")
         cell = stage.layer.cell
-        if cell.channel_scales() if hasattr(cell, "channel_scales") else False:
+        if getattr(cell, "channel_scale", False):
             return (f"layer '{stage.name}' has channel_scale=True: the fused kernel takes one weight scale per "
                     "gate matrix, per-unit scales need the step graph")
         if activation_name(cell.activation) != "tanh" or activation_name(cell.recurrent_activation) != "sigmoid":
