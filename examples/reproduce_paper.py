@@ -440,13 +440,16 @@ def write_tables(results_dir: Path, command: str):
     for path in runs_dir.glob("fsdd_speaker_selection_*.json"):
         selection[path.stem.rsplit("_", 1)[1]] = json.loads(path.read_text())
     chosen = {b: (s["chosen"], s.get("epochs")) for b, s in selection.items()}
+    # only the runs a table shows: not superseded or candidate recipes, other budgets or preprocessing
+    shown = [r for dataset in DATASETS for runs in best_budget_runs(results, dataset, chosen).values() for r in runs]
     lines = [
         "# Reproduction of Ott et al. (2016) with keras_lowprec",
         "",
-        "Runs produced by: " + (", ".join(f"`{c}`" for c in sorted({r.get("command", "?") for r in results}))
+        "Runs produced by: " + (", ".join(f"`{c}`" for c in sorted({r.get("command", "?") for r in shown}))
                                 or "(no runs yet)")
         + f"; tables written by `{command}`. Each run's settings are in `results/runs/<run id>.json`.",
-        f"Generated at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from {len(results)} finished runs.",
+        f"Generated at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from {len(shown)} finished runs "
+        f"({len(results) - len(shown)} more in `results/runs/` belong to other recipes, budgets or preprocessing).",
         "Test numbers are evaluated once, on the weights of the best validation epoch (speaker-independent FSDD: "
         "after the fixed number of epochs chosen on the validation speakers, trained on all five non-test "
         "speakers); every choice (epoch, preprocessing) was made on the validation split. Quantized models are evaluated with deterministic "

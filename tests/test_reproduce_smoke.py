@@ -185,7 +185,7 @@ def test_recipe_tag_names_runs_and_keeps_superseded_runs_out_of_tables(tmp_path,
 
 def test_candidate_recipes_run_under_their_own_tag_and_leave_the_tables_alone(tmp_path):
     """``--candidate-recipes``: PTB runs with learned channel scales and the decay, tagged
-    ``cs-cos``; the tables (current recipes) are not rewritten."""
+    ``cs-cos``; the tables (current recipes) are not rewritten and do not show them."""
     out = _run(tmp_path, "--candidate-recipes", "--only", "ptb", "gru", "ternary", "deterministic")
     runs = tmp_path / "results" / "runs"
     (path,) = runs.glob("*.json")
@@ -193,6 +193,12 @@ def test_candidate_recipes_run_under_their_own_tag_and_leave_the_tables_alone(tm
     settings = json.loads(path.read_text())["settings"]
     assert settings["channel_scale"] is True and settings["lr_schedule"] == "cosine"
     assert not (tmp_path / "results" / "paper_tables.md").exists()
+    # the tables show only the current recipes, and their header counts and cites only what they show
+    _run(tmp_path, "--tables-only")
+    tables = (tmp_path / "results" / "paper_tables.md").read_text()
+    header = tables.split("\n## ")[0]
+    assert "from 0 finished runs (1 more in `results/runs/`" in header and "--candidate-recipes" not in header
+    assert "| ternary | deterministic | — | — | — |" in tables.split("## Penn Treebank")[1]
 
 
 def test_glorot_lr_scaling_scales_only_rounded_weights():
