@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import keras
+import numpy as np
 
 from keras_lowprec import quantizers as quantizers_lib
 from keras_lowprec.layers import QuantDense, QuantGRU, QuantLSTM, QuantSimpleRNN
@@ -18,6 +19,7 @@ _TWINS = {
     keras.layers.LSTM: QuantLSTM,
 }
 _CONSTRAINTS = ("kernel_constraint", "recurrent_constraint", "bias_constraint")
+_QUANTIZER_ARGS = ("kernel_quantizer", "recurrent_quantizer", "bias_quantizer")
 
 
 def _twin_class(layer):
@@ -29,6 +31,7 @@ def quantize_model(
     kernel_quantizer="ternary",
     recurrent_quantizer="ternary",
     bias_quantizer="ternary",
+    channel_scale: bool = False,
 ) -> keras.Model:
     """Returns a copy of ``model`` whose Dense/SimpleRNN/GRU/LSTM layers (also inside
     ``Bidirectional``, ``TimeDistributed`` and nested models) are replaced by their
@@ -41,10 +44,15 @@ def quantize_model(
     quantized, and the carried master weights are clipped to it; an explicit
     constraint of the float layer is kept. Clipping never changes ``Q(W)``.
 
+    With ``channel_scale=True`` every twin scales each output column of its rounded
+    kernels by a trainable float, ``W_eff[:, j] = s_j * Q(W)[:, j]`` (see
+    ``keras_lowprec.layers.base``); the scales start at 1, every other weight is carried over.
+
     Args:
         model: a Functional or Sequential Keras model.
         kernel_quantizer, recurrent_quantizer, bias_quantizer: quantizer instance,
             alias (see ``keras_lowprec.quantizers.ALIASES``) or ``None``.
+        channel_scale: ``True`` or ``False``; ``True`` needs a kernel quantizer.
     """
     if not isinstance(model, (keras.Sequential, keras.Model)) or not hasattr(model, "layers"):
         raise TypeError(f"quantize_model expects a keras.Model, got {type(model).__name__}.")
@@ -58,6 +66,12 @@ def quantize_model(
             quantizers_lib.get(value)
         except ValueError as err:
             raise ValueError(f"quantize_model `{arg}`: {err}") from None
+    if not isinstance(channel_scale, bool):
+        raise TypeError(f"quantize_model `channel_scale`: expected True or False, got {channel_scale!r}.")
+    if channel_scale and kernel_quantizer is None and recurrent_quantizer is None:
+        raise ValueError("quantize_model `channel_scale=True` scales rounded kernels, but `kernel_quantizer` and "
+                         "`recurrent_quantizer` are both None.")
+    args["channel_scale"] = channel_scale
 
     try:
         quantized = keras.models.clone_model(model, clone_function=lambda layer: _quantize_layer(layer, args))
@@ -71,7 +85,7 @@ def quantize_model(
             "so that weights can be carried over."
         )
     for old, new in zip(model.layers, quantized.layers):
-        new.set_weights(old.get_weights())
+        _carry_weights(old, new)
         for owner in quantized_owners(new):
             owner._clip_initial_weights()
     left = left_in_float(quantized)
@@ -81,6 +95,19 @@ def quantize_model(
             f"around them): {', '.join(left)}.", stacklevel=2)
     return quantized
 
+
+
+def _carry_weights(old, new) -> None:
+    """Copies ``old``'s weights into its twin in order; the twin's channel scales, which
+    ``old`` does not have, keep their initial 1."""
+    scales = {id(v) for owner in quantized_owners(new) for v in owner.channel_scales().values()}
+    targets = [v for v in new.weights if id(v) not in scales]
+    values = old.get_weights()
+    if [tuple(v.shape) for v in targets] != [np.shape(x) for x in values]:
+        raise ValueError(f"quantize_model: the weights of layer '{old.name}' do not match its twin's "
+                         f"({[np.shape(x) for x in values]} vs {[tuple(v.shape) for v in targets]}).")
+    for var, value in zip(targets, values):
+        var.assign(value)
 
 
 def _quantize_layer(layer, args: dict):
@@ -100,14 +127,15 @@ def _quantize_layer(layer, args: dict):
     if twin is None:
         return layer.__class__.from_config(layer.get_config())
     config = layer.get_config()
-    if twin is QuantDense:
-        quantizer_args = {k: args[k] for k in ("kernel_quantizer", "bias_quantizer")}
-    else:
-        quantizer_args = dict(args)
+    names = ("kernel_quantizer", "bias_quantizer") if twin is QuantDense else _QUANTIZER_ARGS
+    quantizer_args = {k: quantizers_lib.get(args[k]) for k in names}
     for constraint in _CONSTRAINTS:
         if constraint in config and config[constraint] is None:
             config[constraint] = "auto"
-    return twin(**config, **{k: quantizers_lib.get(v) for k, v in quantizer_args.items()})
+    # a layer left without a rounded kernel (e.g. Dense with kernel_quantizer=None) gets no scales
+    kernels = [q for k, q in quantizer_args.items() if k != "bias_quantizer"]
+    scaled = args["channel_scale"] and any(q is not None for q in kernels)
+    return twin(**config, **quantizer_args, channel_scale=scaled)
 
 
 def left_in_float(model) -> list[str]:
