@@ -70,8 +70,10 @@ RECIPES = {(name, cell): common.recipe(data, cell)
            for cell in common.CELLS if common.recipe(data, cell)[0]}
 RECIPE_TEXT = {
     "cos": "cosine learning-rate decay to 0 over the run",
+    "cs": "learned float scale per gate unit on the rounded kernels (channel_scale=True; float runs are the "
+          "budget's, float layers have no scales)",
     "cs-cos": "learned float scale per gate unit on the rounded kernels (channel_scale=True) and a cosine "
-              "learning-rate decay to 0 over the run",
+              "learning-rate decay to 0 over the run (float runs: the decay only)",
     "ft": "fine-tuning: the float model of the same seed (speaker split: fold) is trained first with the budget's "
           "settings, then every method, float included, trains from its weights for the budget's epochs again "
           "at the recipe's rate",
@@ -139,8 +141,22 @@ def run_id(spec: dict) -> str:
     return "_".join(parts)
 
 
-def recipe_tag(dataset: str, cell: str) -> str | None:
-    return RECIPES[(dataset, cell)][0] if (dataset, cell) in RECIPES else None
+# Recipe settings only rounded layers have (float layers have no scales).
+ROUNDED_ONLY = ("channel_scale",)
+
+
+def recipe_for(dataset: str, cell: str, method: str | None = None) -> tuple[str | None, dict]:
+    """``(tag, settings)`` of the (data set, cell) recipe as it applies to ``method``: float
+    runs drop the settings only rounded layers have, and a recipe left with none is no recipe,
+    so its float run is the budget's float run. ``method=None``: the recipe as given."""
+    tag, settings = RECIPES.get((dataset, cell), (None, {}))
+    if method == "float":
+        settings = {k: v for k, v in settings.items() if k not in ROUNDED_ONLY}
+    return (tag, settings) if settings else (None, {})
+
+
+def recipe_tag(dataset: str, cell: str, method: str | None = None) -> str | None:
+    return recipe_for(dataset, cell, method)[0]
 
 
 def method_specs(dataset: str, cell: str, budget: str, prep=None, folds=FOLDS, seeds=None):
@@ -158,8 +174,8 @@ def method_specs(dataset: str, cell: str, budget: str, prep=None, folds=FOLDS, s
                         spec["fold"] = fold
                     if prep:
                         spec["prep"] = prep
-                    if recipe_tag(dataset, cell):
-                        spec["recipe"] = recipe_tag(dataset, cell)
+                    if recipe_tag(dataset, cell, method):
+                        spec["recipe"] = recipe_tag(dataset, cell, method)
                     yield spec
 
 
@@ -197,7 +213,7 @@ def settings_for(spec: dict) -> dict:
     s = {"cell": spec["cell"], "method": spec["method"], "stochastic": spec["stochastic"], **budget,
          "seed": spec.get("seed", 0)}
     if spec.get("recipe"):
-        s.update(RECIPES[(spec["dataset"], spec["cell"])][1])
+        s.update(recipe_for(spec["dataset"], spec["cell"], spec["method"])[1])
     if spec["dataset"] == "fsdd_conventional":
         s.update(split="conventional")
     elif spec["dataset"] == "fsdd_speaker":
@@ -383,7 +399,7 @@ def best_budget_runs(results: list, dataset: str, selection: dict) -> dict:
             chosen = selection.get(sp["budget"])
             if chosen is None or (sp.get("prep"), sp.get("epochs")) != chosen:
                 continue
-        if sp.get("recipe") != recipe_tag(dataset, sp["cell"]):
+        if sp.get("recipe") != recipe_tag(dataset, sp["cell"], sp["method"]):
             continue  # a superseded recipe
         groups.setdefault((sp["cell"], sp["method"], sp["stochastic"]), {}).setdefault(sp["budget"], []).append(r)
     return {k: v[max(v, key=BUDGET_RANK.get)] for k, v in groups.items()}

@@ -183,6 +183,27 @@ def test_recipe_tag_names_runs_and_keeps_superseded_runs_out_of_tables(tmp_path,
     assert table == {("simplernn", "float", False): [new]}
 
 
+def test_float_runs_of_a_scales_recipe_drop_the_scales(monkeypatch):
+    """Float layers have no channel scales: under a scales-only recipe the float run is the
+    budget's float run (no tag, shown in the table); under scales plus decay it gets the decay."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import reproduce_paper as rp
+
+    monkeypatch.setitem(rp.RECIPES, ("ptb", "lstm"), ("cs", {"channel_scale": True}))
+    monkeypatch.setitem(rp.RECIPES, ("ptb", "gru"), ("cs-cos", {"channel_scale": True, "lr_schedule": "cosine"}))
+    specs = {(s["method"], s["stochastic"]): s for s in rp.method_specs("ptb", "lstm", "quick")}
+    assert rp.run_id(specs[("float", False)]) == "ptb_lstm_float_det_quick"
+    assert rp.run_id(specs[("ternary", False)]) == "ptb_lstm_ternary_det_quick_cs"
+    assert rp.settings_for(specs[("ternary", False)])["channel_scale"] is True
+    assert not rp.settings_for(specs[("float", False)]).get("channel_scale")
+    gru_float = next(rp.method_specs("ptb", "gru", "quick"))
+    assert rp.run_id(gru_float) == "ptb_gru_float_det_quick_cs-cos"
+    assert rp.settings_for(gru_float)["lr_schedule"] == "cosine" and not rp.settings_for(gru_float).get("channel_scale")
+    plain = {"spec": {**specs[("float", False)]}, "test_bpc": 1.6}
+    table = rp.best_budget_runs([plain], "ptb", {})
+    assert table == {("lstm", "float", False): [plain]}
+
+
 def test_candidate_recipes_run_under_their_own_tag_and_leave_the_tables_alone(tmp_path):
     """``--candidate-recipes``: PTB runs with learned channel scales and the decay, tagged
     ``cs-cos``; the tables (current recipes) are not rewritten and do not show them."""
