@@ -64,29 +64,24 @@ def test_quantize_model_trains_and_saves(tmp_path):
     np.testing.assert_array_equal(loaded.predict(_x(), verbose=0), twin.predict(_x(), verbose=0))
 
 
-def test_quantize_model_with_channel_scales_carries_weights_and_starts_the_scales_at_one(tmp_path):
-    model = _float_model()
+def test_quantize_model_with_channel_scales_carries_weights_and_starts_the_scales_at_one():
+    model = keras.Sequential([keras.Input((6, 4)), keras.layers.Bidirectional(keras.layers.GRU(5)),
+                              keras.layers.Dense(3)])
     plain = kl.quantize_model(model)
     twin = kl.quantize_model(model, channel_scale=True)
     owners = [o for layer in twin.layers for o in kl.convert.quantized_owners(layer)]
-    assert len(owners) == 5 and all(o.channel_scale for o in owners)
+    assert len(owners) == 3 and all(o.channel_scale for o in owners)
     for owner in owners:
         for name, scale in owner.channel_scales().items():
-            assert tuple(scale.shape) == (getattr(owner, name).shape[-1],)
+            assert tuple(scale.shape) == (getattr(owner, name).shape[-1],) and scale.trainable
             np.testing.assert_array_equal(scale, np.ones(scale.shape, np.float32))
     scales = {id(v) for o in owners for v in o.channel_scales().values()}
     carried = [np.asarray(v) for v in twin.weights if id(v) not in scales]
     assert all(np.array_equal(a, b) for a, b in zip(carried, plain.get_weights(), strict=True))
     np.testing.assert_array_equal(twin(_x()), plain(_x()))
-    twin.compile("adam", "sparse_categorical_crossentropy")
-    twin.fit(_x(), np.array([0, 1, 2]), epochs=1, verbose=0)
-    assert not np.array_equal(owners[-1].channel_scales()["kernel"], np.ones(3, np.float32))
-    twin.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
-    np.testing.assert_array_equal(loaded.predict(_x(), verbose=0), twin.predict(_x(), verbose=0))
     # a layer left without a rounded kernel gets no scales
     mixed = kl.quantize_model(model, kernel_quantizer=None, channel_scale=True)
-    assert mixed.layers[2].cell.channel_scale and not mixed.layers[-1].channel_scale
+    assert mixed.layers[0].forward_layer.cell.channel_scale and not mixed.layers[-1].channel_scale
 
 
 def test_quantize_model_errors():
