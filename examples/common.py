@@ -52,24 +52,23 @@ PTB_DEFAULTS = dict(
 )
 INITS = ("keras", "uniform-g")
 # The training recipe per (data set, cell) where the probes found, on validation data, one
-# that beats the defaults above (results/findings.md, items 7-12): a short tag and the
-# settings it changes. The examples use it unless told otherwise.
+# that beats the defaults above (results/findings.md, items 7-15): a short tag and the
+# settings it changes. The examples use it unless told otherwise. Float layers have no
+# channel scales: float runs of a recipe take the rest of it.
 RECIPES = {
     ("fsdd", "simplernn"): ("cos", {"lr_schedule": "cosine"}),
     # fine-tuning: the float LSTM of the same settings first, then this run from it at 5e-4
     ("fsdd", "lstm"): ("ft", {"finetune_lr": 5e-4}),
-}
-
-
-# Recipes that won their probes and are being rerun over the whole matrix
-# (``reproduce_paper.py --candidate-recipes``) before they replace the entries above: learned
-# per-unit scales on the rounded kernels, for GRUs with a cosine decay of the rate
-# (results/findings.md, item 15; the decay costs the float LSTM 0.09 BPC on validation and the
-# exponential LSTM 0.009). Float layers have no scales: float runs of a recipe get the rest.
-CANDIDATE_RECIPES = {
+    # learned per-unit scales on the rounded kernels; for GRUs with a cosine decay of the rate
+    # (on validation the decay costs the float LSTM 0.09 BPC and the exponential LSTM 0.009)
     ("ptb", "gru"): ("cs-cos", {"channel_scale": True, "lr_schedule": "cosine"}),
     ("ptb", "lstm"): ("cs", {"channel_scale": True}),
 }
+
+
+# Recipes that won their probes and are rerun over the whole matrix
+# (``reproduce_paper.py --candidate-recipes``) before they replace the entries above.
+CANDIDATE_RECIPES: dict = {}
 
 
 def recipe(dataset: str, cell: str) -> tuple[str | None, dict]:
@@ -678,7 +677,8 @@ def add_run_args(parser, defaults: dict):
     parser.add_argument("--seed", type=int, default=defaults["seed"])
     parser.add_argument("--lr-schedule", choices=("auto", "constant", "cosine"), default="auto",
                         help="learning rate: constant, or cosine decay to 0 over the run; auto (default): "
-                             "the recommended recipe of the cell (cosine for SimpleRNNs on spoken digits)")
+                             "the recommended recipe of the cell (cosine for SimpleRNNs on spoken digits and for GRUs "
+                             "on PTB)")
     parser.add_argument("--lr-scale", choices=("none", "glorot"), default="none",
                         help="glorot: BinaryConnect's per-layer rate scaling, 1/G for every rounded weight (the "
                              "saved model's optimizer is this module's ScaledAdam: reload it after importing "
@@ -686,8 +686,8 @@ def add_run_args(parser, defaults: dict):
     parser.add_argument("--input-bn", type=float, default=0.0, metavar="GAMMA",
                         help="batch-normalize the recurrent layer's input, scale starting at GAMMA (0: off)")
     parser.add_argument("--channel-scale", choices=("auto", "on", "off"), default="auto",
-                        help="on: rounded layers learn a float scale per gate unit (channel_scale=True); auto "
-                             "(default): the cell's recipe (off everywhere for now)")
+                        help="on: rounded layers learn a float scale per gate unit (channel_scale=True; float "
+                             "layers have none); auto (default): the cell's recipe (on for PTB)")
     parser.add_argument("--exponent-offset", type=int, default=0,
                         help="exponential weights: move the window of exponents up by this many (default 0)")
     parser.add_argument("--finetune-lr", default="auto", metavar="LR", type=_auto_or_rate,
@@ -715,6 +715,10 @@ def run_args_settings(args, dataset: str) -> dict:
     finetune_lr = cell_recipe.get("finetune_lr") if args.finetune_lr == "auto" else args.finetune_lr
     channel_scale = (cell_recipe.get("channel_scale", False) if args.channel_scale == "auto"
                      else args.channel_scale == "on")
+    if args.method == "float":
+        if args.channel_scale == "on":
+            raise SystemExit("--channel-scale on: float layers have no channel scales (use a rounded --method)")
+        channel_scale = False
     return {"cell": args.cell, "method": args.method, "stochastic": bool(args.stochastic), "units": args.units,
             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
             "steps_per_epoch": args.steps_per_epoch, "lr_schedule": schedule,

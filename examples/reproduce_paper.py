@@ -648,7 +648,8 @@ def main(argv=None):
     parser.add_argument("--candidate-recipes", action="store_true",
                         help="run the matrix with common.CANDIDATE_RECIPES in place of the recipes of their "
                              "(data set, cell); the runs get the candidate's tag, the tables (not written) keep "
-                             "showing the current recipes until the candidates replace them")
+                             "showing the current recipes until the candidates replace them (none pending: "
+                             "the current recipes, tables not written)")
     args = parser.parse_args(argv)
     args.argv = argv
     check_only(args.only)
@@ -658,6 +659,9 @@ def main(argv=None):
         RECIPES.update({(name, cell): common.CANDIDATE_RECIPES[(data, cell)]
                         for name, data in DATA_OF.items()
                         for cell in common.CELLS if (data, cell) in common.CANDIDATE_RECIPES})
+        if not common.CANDIDATE_RECIPES:
+            print("[note] no candidate recipes pending (common.CANDIDATE_RECIPES is empty): "
+                  "the runs use the current recipes", flush=True)
         args.tables_every_run = False
     runner = Runner(args)
     if not args.tables_only:

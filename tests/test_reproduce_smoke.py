@@ -40,7 +40,7 @@ def test_runner_smoke_writes_runs_tables_figures_and_resumes(tmp_path, monkeypat
     runs = sorted((tmp_path / "results" / "runs").glob("*.json"))
     assert [p.name for p in runs] == ["fsdd_conventional_gru_ternary_det_smoke.json",
                                       "fsdd_conventional_gru_ternary_det_smoke_seed1.json",
-                                      "ptb_gru_ternary_det_smoke.json"]
+                                      "ptb_gru_ternary_det_smoke_cs-cos.json"]
     assert out.count("[done]") == 3
 
     fsdd, fsdd1 = (json.loads(p.read_text()) for p in runs[:2])
@@ -184,13 +184,15 @@ def test_recipe_tag_names_runs_and_keeps_superseded_runs_out_of_tables(tmp_path,
 
 
 def test_float_runs_of_a_scales_recipe_drop_the_scales(monkeypatch):
-    """Float layers have no channel scales: under a scales-only recipe the float run is the
-    budget's float run (no tag, shown in the table); under scales plus decay it gets the decay."""
+    """The PTB recipes (``common.RECIPES``): float layers have no channel scales, so under the
+    LSTM's scales-only recipe the float run is the budget's float run (no tag, shown in the
+    table); under the GRU's scales plus decay it gets the decay."""
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import common
     import reproduce_paper as rp
 
-    monkeypatch.setitem(rp.RECIPES, ("ptb", "lstm"), ("cs", {"channel_scale": True}))
-    monkeypatch.setitem(rp.RECIPES, ("ptb", "gru"), ("cs-cos", {"channel_scale": True, "lr_schedule": "cosine"}))
+    assert rp.RECIPES[("ptb", "lstm")] == common.recipe("ptb", "lstm") == ("cs", {"channel_scale": True})
+    assert rp.RECIPES[("ptb", "gru")] == ("cs-cos", {"channel_scale": True, "lr_schedule": "cosine"})
     specs = {(s["method"], s["stochastic"]): s for s in rp.method_specs("ptb", "lstm", "quick")}
     assert rp.run_id(specs[("float", False)]) == "ptb_lstm_float_det_quick"
     assert rp.run_id(specs[("ternary", False)]) == "ptb_lstm_ternary_det_quick_cs"
@@ -204,22 +206,38 @@ def test_float_runs_of_a_scales_recipe_drop_the_scales(monkeypatch):
     assert table == {("lstm", "float", False): [plain]}
 
 
-def test_candidate_recipes_run_under_their_own_tag_and_leave_the_tables_alone(tmp_path):
-    """``--candidate-recipes``: PTB runs with learned channel scales and the decay, tagged
-    ``cs-cos``; the tables (current recipes) are not rewritten and do not show them."""
-    out = _run(tmp_path, "--candidate-recipes", "--only", "ptb", "gru", "ternary", "deterministic")
+def test_candidate_recipes_run_under_their_own_tag_and_leave_the_tables_alone(tmp_path, monkeypatch, capsys):
+    """``--candidate-recipes``: a candidate in ``common.CANDIDATE_RECIPES`` replaces its
+    (data set, cell)'s recipe for the run, which gets the candidate's tag; the tables (current
+    recipes) are not rewritten and do not show it. With no candidate pending it says so."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    monkeypatch.delenv("KERAS_LOWPREC_DATA", raising=False)
+    import common
+    import reproduce_paper as rp
+
+    monkeypatch.setattr(rp, "RECIPES", dict(rp.RECIPES))  # main() updates it in place
+    monkeypatch.setitem(common.CANDIDATE_RECIPES, ("ptb", "lstm"), ("cs-cos", {"channel_scale": True,
+                                                                          "lr_schedule": "cosine"}))
+    rp.main(_args(tmp_path, "--candidate-recipes", "--only", "ptb", "lstm", "ternary", "deterministic"))
     runs = tmp_path / "results" / "runs"
     (path,) = runs.glob("*.json")
-    assert path.name == "ptb_gru_ternary_det_smoke_cs-cos.json", out
+    assert path.name == "ptb_lstm_ternary_det_smoke_cs-cos.json"
     settings = json.loads(path.read_text())["settings"]
     assert settings["channel_scale"] is True and settings["lr_schedule"] == "cosine"
     assert not (tmp_path / "results" / "paper_tables.md").exists()
     # the tables show only the current recipes, and their header counts and cites only what they show
-    _run(tmp_path, "--tables-only")
+    monkeypatch.setattr(rp, "RECIPES", {**rp.RECIPES, ("ptb", "lstm"): common.recipe("ptb", "lstm")})
+    rp.main(_args(tmp_path, "--tables-only"))
     tables = (tmp_path / "results" / "paper_tables.md").read_text()
     header = tables.split("\n## ")[0]
     assert "from 0 finished runs (1 more in `results/runs/`" in header and "--candidate-recipes" not in header
     assert "| ternary | deterministic | — | — | — |" in tables.split("## Penn Treebank")[1]
+
+    monkeypatch.delitem(common.CANDIDATE_RECIPES, ("ptb", "lstm"))
+    capsys.readouterr()
+    rp.main(_args(tmp_path, "--candidate-recipes", "--only", "ptb", "lstm", "ternary", "deterministic"))
+    assert "no candidate recipes pending" in capsys.readouterr().out
+    assert sorted(p.name for p in runs.glob("*.json")) == [path.name, "ptb_lstm_ternary_det_smoke_cs.json"]
 
 
 def test_glorot_lr_scaling_scales_only_rounded_weights():
@@ -268,6 +286,18 @@ def test_example_command_lines_default_to_the_recommended_recipe():
     assert settings("--cell", "lstm")["finetune_lr"] == 5e-4 and settings()["finetune_lr"] is None
     assert settings("--cell", "lstm", "--finetune-lr", "0")["finetune_lr"] is None
     assert settings("--finetune-lr", "1e-3")["finetune_lr"] == 1e-3
+    assert settings("--method", "ternary")["channel_scale"] is False
+
+    ptb_parser = argparse.ArgumentParser()
+    common.add_run_args(ptb_parser, common.PTB_DEFAULTS)
+    ptb = lambda *a: common.run_args_settings(ptb_parser.parse_args(["--out", "m.keras", *a]), "ptb")  # noqa: E731
+    gru, lstm = ptb("--method", "ternary"), ptb("--method", "exponential", "--cell", "lstm")
+    assert gru["channel_scale"] is True and gru["lr_schedule"] == "cosine"
+    assert lstm["channel_scale"] is True and lstm["lr_schedule"] == "constant"
+    assert ptb()["channel_scale"] is False and ptb()["lr_schedule"] == "cosine"  # float GRU: the decay only
+    assert ptb("--method", "ternary", "--channel-scale", "off")["channel_scale"] is False
+    with pytest.raises(SystemExit, match="float layers have no channel scales"):
+        ptb("--channel-scale", "on")
 
 
 @pytest.mark.parametrize("value", ["fast", "-1", "nan"])
